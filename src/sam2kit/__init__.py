@@ -1,0 +1,10 @@
+"""sam2kit: a lean, fast toolkit for Segment Anything Model 2 (SAM 2 and SAM 2.1)."""
+
+from .build import CheckpointError, CheckpointNotFoundError, build_sam2
+from .configs import CONFIGS, SAM2Config, get_config
+from .predictor import SAM2ImagePredictor
+
+__version__ = "0.1.0"
+
+__all__ = ["build_sam2", "SAM2ImagePredictor", "SAM2Config", "CONFIGS", "get_config",
+           "CheckpointError", "CheckpointNotFoundError", "__version__"]

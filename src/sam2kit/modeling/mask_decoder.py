@@ -1,0 +1,125 @@
+"""Mask decoder: two-way transformer over image and prompt tokens, then mask, IoU and
+object-score heads. SAM 2 adds the object-score token and high-resolution skip features."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .common import MLP, LayerNorm2d
+from .transformer import TwoWayTransformer
+
+
+@dataclass
+class DecoderOutput:
+    """masks: [B, M, 4h, 4w] low-res logits; iou: [B, M]; sam_tokens: [B, M', C] output
+    tokens for object pointers; object_score_logits: [B, 1] (>0: object present)."""
+
+    masks: torch.Tensor
+    iou: torch.Tensor
+    sam_tokens: torch.Tensor
+    object_score_logits: torch.Tensor
+
+
+class MaskDecoder(nn.Module):
+    def __init__(self, transformer_dim: int = 256, num_multimask_outputs: int = 3,
+                 iou_head_depth: int = 3, iou_head_hidden_dim: int = 256,
+                 dynamic_multimask_stability_delta: float = 0.05,
+                 dynamic_multimask_stability_thresh: float = 0.98):
+        super().__init__()
+        c = transformer_dim
+        self.transformer = TwoWayTransformer(depth=2, embedding_dim=c, num_heads=8, mlp_dim=2048)
+        self.num_mask_tokens = num_multimask_outputs + 1
+        self.iou_token = nn.Embedding(1, c)
+        self.mask_tokens = nn.Embedding(self.num_mask_tokens, c)
+        self.obj_score_token = nn.Embedding(1, c)
+        self.output_upscaling = nn.Sequential(
+            nn.ConvTranspose2d(c, c // 4, kernel_size=2, stride=2),
+            LayerNorm2d(c // 4),
+            nn.GELU(),
+            nn.ConvTranspose2d(c // 4, c // 8, kernel_size=2, stride=2),
+            nn.GELU(),
+        )
+        self.conv_s0 = nn.Conv2d(c, c // 8, kernel_size=1)  # stride-4 skip features
+        self.conv_s1 = nn.Conv2d(c, c // 4, kernel_size=1)  # stride-8 skip features
+        self.output_hypernetworks_mlps = nn.ModuleList(
+            MLP(c, c, c // 8, 3) for _ in range(self.num_mask_tokens)
+        )
+        self.iou_prediction_head = MLP(c, iou_head_hidden_dim, self.num_mask_tokens, iou_head_depth,
+                                       sigmoid_output=True)
+        self.pred_obj_score_head = MLP(c, c, 1, 3)
+        self.stability_delta = dynamic_multimask_stability_delta
+        self.stability_thresh = dynamic_multimask_stability_thresh
+
+    def forward(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
+                sparse_prompt_embeddings: torch.Tensor, dense_prompt_embeddings: torch.Tensor,
+                multimask_output: bool, repeat_image: bool,
+                high_res_features: list[torch.Tensor]) -> DecoderOutput:
+        """image_embeddings: [B or 1, C, h, w]; image_pe: [1, C, h, w]; sparse: [B, N, C];
+        dense: [B, C, h, w]; high_res_features: [B or 1, C/8, 4h, 4w] and [B or 1, C/4, 2h, 2w].
+        With ``repeat_image`` one image serves every prompt in the batch.
+
+        multimask_output=True returns the three multimask outputs; otherwise one mask: the
+        single-mask output when it is stable, else the best multimask output.
+        """
+        masks, iou, tokens, obj = self._predict(image_embeddings, image_pe, sparse_prompt_embeddings,
+                                                dense_prompt_embeddings, repeat_image, high_res_features)
+        if multimask_output:
+            return DecoderOutput(masks[:, 1:], iou[:, 1:], tokens[:, 1:], obj)
+        masks, iou = self._dynamic_multimask(masks, iou)
+        return DecoderOutput(masks, iou, tokens[:, 0:1], obj)
+
+    def _predict(self, image_embeddings, image_pe, sparse, dense, repeat_image, high_res_features):
+        output_tokens = torch.cat(
+            [self.obj_score_token.weight, self.iou_token.weight, self.mask_tokens.weight], dim=0
+        )
+        b = sparse.shape[0]
+        tokens = torch.cat((output_tokens.unsqueeze(0).expand(b, -1, -1), sparse), dim=1)
+        feat_s0, feat_s1 = high_res_features
+        if image_embeddings.shape[0] != b:  # one image serves a batch of prompts
+            image_embeddings = image_embeddings.expand(b, -1, -1, -1)
+            feat_s0 = feat_s0.expand(b, -1, -1, -1)
+            feat_s1 = feat_s1.expand(b, -1, -1, -1)
+        src = image_embeddings + dense
+        pos_src = image_pe.expand(b, -1, -1, -1)
+        _, c, h, w = src.shape
+
+        hs, src = self.transformer(src, pos_src, tokens)
+        iou_token_out = hs[:, 1, :]
+        mask_tokens_out = hs[:, 2: 2 + self.num_mask_tokens, :]
+
+        src = src.transpose(1, 2).reshape(b, c, h, w)
+        dc1, ln1, act1, dc2, act2 = self.output_upscaling
+        up = act1(ln1(dc1(src) + feat_s1))
+        up = act2(dc2(up) + feat_s0)  # [B, C/8, 4h, 4w]
+
+        hyper_in = torch.stack(
+            [mlp(mask_tokens_out[:, i, :]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
+        )  # [B, M, C/8]
+        _, cu, hu, wu = up.shape
+        masks = (hyper_in @ up.reshape(b, cu, hu * wu)).reshape(b, -1, hu, wu)
+        iou = self.iou_prediction_head(iou_token_out)
+        obj = self.pred_obj_score_head(hs[:, 0, :])
+        return masks, iou, mask_tokens_out, obj
+
+    def stability_scores(self, mask_logits: torch.Tensor) -> torch.Tensor:
+        """IoU between the masks thresholded at +delta and -delta: [..., H, W] -> [...]."""
+        flat = mask_logits.flatten(-2)
+        inter = torch.sum(flat > self.stability_delta, dim=-1).float()
+        union = torch.sum(flat > -self.stability_delta, dim=-1).float()
+        return torch.where(union > 0, inter / union, 1.0)
+
+    def _dynamic_multimask(self, masks: torch.Tensor, iou: torch.Tensor):
+        """Keep the single-mask output where it is stable; else the best multimask output."""
+        multi_iou = iou[:, 1:]
+        best = torch.argmax(multi_iou, dim=-1)
+        rows = torch.arange(masks.shape[0], device=masks.device)
+        best_masks = masks[:, 1:][rows, best].unsqueeze(1)
+        best_iou = multi_iou[rows, best].unsqueeze(1)
+        single_masks, single_iou = masks[:, 0:1], iou[:, 0:1]
+        stable = self.stability_scores(single_masks) >= self.stability_thresh  # [B, 1]
+        out_masks = torch.where(stable[..., None, None], single_masks, best_masks)
+        out_iou = torch.where(stable, single_iou, best_iou)
+        return out_masks, out_iou

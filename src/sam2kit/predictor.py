@@ -1,0 +1,231 @@
+"""SAM2ImagePredictor: embed an image once, then predict masks from prompts repeatedly.
+
+A drop-in for the reference's ``sam2.sam2_image_predictor.SAM2ImagePredictor``: the same
+methods, arguments, shapes and dtypes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .modeling.sam2 import ImageFeatures, SAM2Model
+from .postprocess import fill_holes_and_remove_sprinkles
+from .transforms import as_rgb_array, preprocess, resize_masks
+
+
+class SAM2ImagePredictor:
+    def __init__(self, sam_model: SAM2Model, mask_threshold: float = 0.0,
+                 max_hole_area: float = 0.0, max_sprinkle_area: float = 0.0, **kwargs):
+        """sam_model: a SAM2Model (``sam2kit.build_sam2``). Masks are logits > mask_threshold.
+        max_hole_area / max_sprinkle_area > 0 fill holes / remove islands up to that area
+        (in low-res mask pixels) before upscaling."""
+        self.model = sam_model
+        self.mask_threshold = mask_threshold
+        self.max_hole_area = max_hole_area
+        self.max_sprinkle_area = max_sprinkle_area
+        self.reset_predictor()
+
+    @classmethod
+    def from_pretrained(cls, model_id: str, device="cpu", image_size: int | None = None,
+                        revision: str | None = None, checkpoint: str | Path | None = None,
+                        **kwargs) -> "SAM2ImagePredictor":
+        """model_id: a hub id (``facebook/sam2-hiera-tiny``), a model name (``sam2.1-hiera-large``)
+        or the path of a local checkpoint file. Other keyword arguments go to the constructor."""
+        from .build import load_checkpoint, resolve_model_source
+
+        config, path = resolve_model_source(model_id, checkpoint, image_size, revision)
+        return cls(load_checkpoint(config, path, device), **kwargs)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    # ---- images ------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def set_image(self, image) -> None:
+        """Embed one image: an HxWx3 uint8 RGB numpy array or a PIL image."""
+        self.reset_predictor()
+        arr = as_rgb_array(image)
+        self._set_features([arr])
+
+    @torch.inference_mode()
+    def set_image_batch(self, image_list: list) -> None:
+        """Embed several images (HxWx3 uint8 RGB arrays, any sizes) for ``predict_batch``."""
+        self.reset_predictor()
+        if not isinstance(image_list, (list, tuple)) or not image_list:
+            raise ValueError("image_list must be a non-empty list of HxWx3 uint8 RGB arrays")
+        arrays = [as_rgb_array(img, f"image_list[{i}]") for i, img in enumerate(image_list)]
+        self._set_features(arrays)
+        self._is_batch = True
+
+    def _set_features(self, arrays: list[np.ndarray]) -> None:
+        m = self.model
+        batch = preprocess(arrays, m.image_size, m.pixel_mean, m.pixel_std, self.device)
+        feats = m.encode_image(batch)
+        self._features = feats
+        self._image_embed = m.image_embedding(feats)
+        self._orig_hw = [tuple(a.shape[:2]) for a in arrays]
+        self._is_image_set = True
+
+    def get_image_embedding(self) -> torch.Tensor:
+        """The image embedding [B, 256, S/16, S/16] of the set image(s)."""
+        self._require_image("to generate an embedding")
+        return self._image_embed
+
+    @property
+    def features(self) -> ImageFeatures:
+        self._require_image("to read its features")
+        return self._features
+
+    def reset_predictor(self) -> None:
+        self._is_image_set = False
+        self._features: ImageFeatures | None = None
+        self._image_embed: torch.Tensor | None = None
+        self._orig_hw: list[tuple[int, int]] | None = None
+        self._is_batch = False
+
+    # ---- prediction --------------------------------------------------------------------
+
+    def predict(self, point_coords=None, point_labels=None, box=None, mask_input=None,
+                multimask_output: bool = True, return_logits: bool = False,
+                normalize_coords: bool = True):
+        """Predict masks for the set image.
+
+        point_coords: Nx2 (x, y) in image pixels (or BxNx2 for B prompts at once);
+        point_labels: N (or BxN), 1 foreground, 0 background; box: XYXY, 4 (or Bx4);
+        mask_input: 1xhxw (or Bx1xhxw) low-res logits from an earlier call (h = w = S/4, 256
+        at the default size). With normalize_coords=False coordinates are already in [0, 1].
+
+        Returns (masks CxHxW, scores C, low_res_logits Cxhxw) as float32 numpy arrays, with a
+        leading B for batched prompts; C is 3 with multimask_output, else 1. masks are 0/1,
+        or logits with return_logits.
+        """
+        if self._is_batch:
+            raise RuntimeError("images were set with set_image_batch(...); use predict_batch(...)")
+        self._require_image("before mask prediction")
+        return self._predict_one(0, point_coords, point_labels, box, mask_input,
+                                 multimask_output, return_logits, normalize_coords)
+
+    def predict_batch(self, point_coords_batch=None, point_labels_batch=None, box_batch=None,
+                      mask_input_batch=None, multimask_output: bool = True,
+                      return_logits: bool = False, normalize_coords: bool = True):
+        """``predict`` for every image set with ``set_image_batch``: each argument is a list
+        with one entry per image (or None). Returns three lists."""
+        if not self._is_image_set or not self._is_batch:
+            raise RuntimeError("images must be set with .set_image_batch(...) before predict_batch(...)")
+        n = len(self._orig_hw)
+        args = [point_coords_batch, point_labels_batch, box_batch, mask_input_batch]
+        names = ["point_coords_batch", "point_labels_batch", "box_batch", "mask_input_batch"]
+        for name, a in zip(names, args):
+            if a is not None and len(a) != n:
+                raise ValueError(f"{name} has {len(a)} entries for {n} images")
+        outs = [self._predict_one(i, *[a[i] if a is not None else None for a in args],
+                                  multimask_output, return_logits, normalize_coords) for i in range(n)]
+        return [o[0] for o in outs], [o[1] for o in outs], [o[2] for o in outs]
+
+    @torch.inference_mode()
+    def _predict_one(self, img_idx, point_coords, point_labels, box, mask_input,
+                     multimask_output, return_logits, normalize_coords):
+        points, mask = self._prep_prompts(point_coords, point_labels, box, mask_input,
+                                          normalize_coords, img_idx)
+        masks, iou, low_res = self._predict(points, mask, multimask_output, return_logits, img_idx)
+        return (masks.squeeze(0).float().cpu().numpy(), iou.squeeze(0).float().cpu().numpy(),
+                low_res.squeeze(0).float().cpu().numpy())
+
+    def _predict(self, points, mask_input, multimask_output, return_logits, img_idx=0):
+        """points: ([B, N, 2] model-input pixels, [B, N] labels) or None; returns torch
+        masks [B, C, H, W], scores [B, C], low-res logits [B, C, h, w]."""
+        m = self.model
+        out = m.decode_masks(self._image_embed[img_idx: img_idx + 1],
+                             tuple(f[img_idx: img_idx + 1] for f in self._features.high_res),
+                             points, mask_input, multimask_output)
+        low_res = out.masks
+        cleaned = fill_holes_and_remove_sprinkles(low_res, self.mask_threshold, self.max_hole_area,
+                                                  self.max_sprinkle_area)
+        masks = resize_masks(cleaned, self._orig_hw[img_idx])
+        if not return_logits:
+            masks = masks > self.mask_threshold
+        return masks, out.iou, torch.clamp(low_res, -32.0, 32.0)
+
+    def _prep_prompts(self, point_coords, point_labels, box, mask_input, normalize_coords, img_idx):
+        """Validate prompts and turn them into model-input tensors: box corners (labels 2, 3)
+        come first, then points; returns (points or None, mask_input or None)."""
+        dev = self.device
+        h, w = self._orig_hw[img_idx]
+        size = self.model.image_size
+        points = None
+        if point_coords is not None or point_labels is not None:
+            coords, labels = _check_points(point_coords, point_labels)
+            coords = torch.as_tensor(coords, dtype=torch.float, device=dev)
+            points = (_to_input_frame(coords, normalize_coords, h, w, size),
+                      torch.as_tensor(labels, dtype=torch.int, device=dev))
+        if box is not None:
+            b = np.asarray(box, dtype=np.float32)
+            if b.shape[-1:] != (4,) or b.ndim > 2:
+                raise ValueError(f"box must be XYXY with shape (4,) or (B, 4), got {b.shape}")
+            corners = torch.as_tensor(b, device=dev).reshape(-1, 2, 2)
+            corners = _to_input_frame(corners, normalize_coords, h, w, size)
+            corner_labels = torch.tensor([[2, 3]], dtype=torch.int, device=dev).repeat(corners.shape[0], 1)
+            if points is not None:
+                if points[0].shape[0] != corners.shape[0]:
+                    raise ValueError(f"{corners.shape[0]} boxes but {points[0].shape[0]} point prompts: "
+                                     "give one box per prompt")
+                points = (torch.cat([corners, points[0]], 1), torch.cat([corner_labels, points[1]], 1))
+            else:
+                points = (corners, corner_labels)
+        mask = None
+        if mask_input is not None:
+            mask = torch.as_tensor(np.asarray(mask_input), dtype=torch.float, device=dev)
+            if mask.ndim == 3:
+                mask = mask[None]
+            expect = self.model.sam_prompt_encoder.mask_input_size
+            if mask.ndim != 4 or mask.shape[1] != 1 or tuple(mask.shape[2:]) != expect:
+                raise ValueError(f"mask_input must have shape 1x{expect[0]}x{expect[1]} (or Bx1x"
+                                 f"{expect[0]}x{expect[1]}): the low-res logits of an earlier "
+                                 f"prediction; got {tuple(mask.shape)}")
+            if points is not None and mask.shape[0] not in (1, points[0].shape[0]):
+                raise ValueError("mask_input and point/box prompts have different batch sizes")
+            if points is not None and mask.shape[0] == 1 and points[0].shape[0] > 1:
+                mask = mask.expand(points[0].shape[0], -1, -1, -1)
+        return points, mask
+
+    def _require_image(self, what: str) -> None:
+        if not self._is_image_set:
+            raise RuntimeError(f"An image must be set with .set_image(...) {what}.")
+
+
+def _check_points(coords, labels):
+    if coords is None:
+        raise ValueError("point_labels were given without point_coords")
+    if labels is None:
+        raise ValueError("point_labels must be supplied if point_coords is supplied "
+                         "(1 for foreground, 0 for background)")
+    coords = np.asarray(coords, dtype=np.float32)
+    labels = np.asarray(labels)
+    if coords.ndim == 2:
+        coords = coords[None]
+        labels = labels[None] if labels.ndim == 1 else labels
+    if coords.ndim != 3 or coords.shape[-1] != 2:
+        raise ValueError(f"point_coords must be Nx2 (x, y) or BxNx2, got shape {coords.shape}")
+    if labels.shape != coords.shape[:2]:
+        raise ValueError(f"point_labels must have one label per point: shape {coords.shape[:2]} "
+                         f"expected, got {labels.shape}")
+    if not np.all(np.isfinite(coords)):
+        raise ValueError("point_coords contain NaN or infinite values")
+    if labels.size and not np.all(np.isin(labels, (0, 1))):
+        bad = sorted(set(np.unique(labels).tolist()) - {0, 1})
+        raise ValueError(f"point_labels must be 1 (foreground) or 0 (background), got {bad}")
+    return coords, labels.astype(np.int32)
+
+
+def _to_input_frame(coords: torch.Tensor, normalize: bool, h: int, w: int, size: int) -> torch.Tensor:
+    """(x, y) in image pixels (or in [0, 1] when not normalize) -> model-input pixels."""
+    if normalize:
+        coords = coords.clone()
+        coords[..., 0] = coords[..., 0] / w
+        coords[..., 1] = coords[..., 1] / h
+    return coords * size

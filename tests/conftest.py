@@ -1,0 +1,95 @@
+"""Shared fixtures: the reference environment, checkpoints made by the reference, test images."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+HERE = Path(__file__).parent
+DEFAULT_REFERENCE_PYTHON = Path.home() / ".cache/sam2kit-reference-env/bin/python"
+
+REFERENCE_YAML = {
+    "sam2-hiera-tiny": "configs/sam2/sam2_hiera_t.yaml",
+    "sam2-hiera-small": "configs/sam2/sam2_hiera_s.yaml",
+    "sam2-hiera-base-plus": "configs/sam2/sam2_hiera_b+.yaml",
+    "sam2-hiera-large": "configs/sam2/sam2_hiera_l.yaml",
+    "sam2.1-hiera-tiny": "configs/sam2.1/sam2.1_hiera_t.yaml",
+    "sam2.1-hiera-small": "configs/sam2.1/sam2.1_hiera_s.yaml",
+    "sam2.1-hiera-base-plus": "configs/sam2.1/sam2.1_hiera_b+.yaml",
+    "sam2.1-hiera-large": "configs/sam2.1/sam2.1_hiera_l.yaml",
+}
+
+
+def _reference_python() -> Path | None:
+    p = Path(os.environ.get("SAM2KIT_REFERENCE_PYTHON", DEFAULT_REFERENCE_PYTHON))
+    return p if p.is_file() else None
+
+
+@pytest.fixture(scope="session")
+def reference_python() -> Path:
+    """The reference environment's python; missing -> skip, or fail under CI=true."""
+    p = _reference_python()
+    if p is None:
+        msg = ("reference environment not found: build it with "
+               "`../shared/tools/make-reference-env ~/.cache/sam2kit-reference-env` or set "
+               "SAM2KIT_REFERENCE_PYTHON")
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return p
+
+
+def run_reference(python: Path, script: str, *args) -> None:
+    env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
+    proc = subprocess.run([str(python), str(HERE / "parity" / script), *map(str, args)],
+                          capture_output=True, text=True, env=env, cwd=str(HERE))
+    if proc.returncode != 0:
+        raise RuntimeError(f"reference script {script} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+
+
+@pytest.fixture(scope="session")
+def reference_checkpoint(reference_python, tmp_path_factory):
+    """factory(name, seed=0, obj_bias=None) -> path of a random checkpoint made by the reference."""
+    cache: dict = {}
+    root = tmp_path_factory.mktemp("ref_ckpt")
+
+    def make(name: str, seed: int = 0, obj_bias: float | None = None) -> Path:
+        key = (name, seed, obj_bias)
+        if key not in cache:
+            out = root / f"{name}-{seed}-{obj_bias}.pt"
+            extra = [] if obj_bias is None else [obj_bias]
+            run_reference(reference_python, "ref_make_checkpoint.py", REFERENCE_YAML[name], out, seed, *extra)
+            cache[key] = out
+        return cache[key]
+
+    return make
+
+
+def synthetic_image(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A deterministic HxWx3 uint8 picture: a colour gradient with a few filled ellipses and
+    some noise (structure at several scales, like a photo)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    img = np.stack([xx / max(w - 1, 1), yy / max(h - 1, 1), 0.5 + 0.5 * np.sin(xx / 17 + yy / 23)], -1) * 160
+    for _ in range(4):
+        cy, cx = rng.uniform(0, h), rng.uniform(0, w)
+        ry, rx = rng.uniform(0.1, 0.4) * h, rng.uniform(0.1, 0.4) * w
+        inside = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+        img[inside] = rng.uniform(0, 255, 3)
+    img += rng.normal(0, 6, img.shape)
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(autouse=True)
+def _deterministic_threads():
+    torch.manual_seed(0)
+    yield
+
+
+sys.path.insert(0, str(HERE))
