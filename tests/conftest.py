@@ -93,3 +93,16 @@ def _deterministic_threads():
 
 
 sys.path.insert(0, str(HERE))
+
+
+@pytest.fixture
+def hub_standin(tmp_path, monkeypatch):
+    """A local stand-in for the Hugging Face hub (tests/hub_standin.py), with huggingface_hub
+    pointed at it and at an empty cache of this test's own. Yields the HubStandin: ``.add(repo_id,
+    filename, data, revision="main")``, ``.url``, ``.requests`` (a list of (method, path)),
+    ``.cache_dir`` (the hub cache)."""
+    from hub_standin import HubStandin, point_huggingface_hub_at
+
+    with HubStandin() as hub:
+        hub.cache_dir = point_huggingface_hub_at(hub.url, tmp_path / "hf-home", monkeypatch)
+        yield hub

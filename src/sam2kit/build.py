@@ -13,7 +13,7 @@ from .devices import resolve_device
 from .hub import CheckpointNotFoundError, download_checkpoint, how_to_get
 from .modeling.sam2 import SAM2Model
 
-__all__ = ["build_sam2", "build_model", "load_checkpoint", "load_state_dict_file",
+__all__ = ["build_sam2", "build_sam2_video_predictor", "build_model", "load_checkpoint", "load_state_dict_file",
            "identify_config", "CheckpointError", "CheckpointNotFoundError"]
 
 
@@ -40,6 +40,15 @@ def build_sam2(name: str, checkpoint: str | Path | None = None, device="cpu",
     return load_checkpoint(config, checkpoint, device)
 
 
+def build_sam2_video_predictor(name: str, checkpoint: str | Path | None = None, device="cpu",
+                               image_size: int | None = None, revision: str | None = None, **kwargs):
+    """A ``SAM2VideoPredictor`` for ``name`` (as ``build_sam2``); keyword arguments go to the
+    predictor (``fill_hole_area``, ``non_overlap_masks``, ...)."""
+    from .video_predictor import SAM2VideoPredictor
+
+    return SAM2VideoPredictor(build_sam2(name, checkpoint, device, image_size, revision), **kwargs)
+
+
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     """The ``model`` state dict of an official checkpoint, loaded safely (weights only)."""
     path = Path(path)
@@ -50,8 +59,8 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as e:  # torch raises many kinds for a damaged file
         raise CheckpointError(
-            f"cannot read checkpoint {str(path)!r}: {e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else ''}. "
-            "The file is damaged or not a PyTorch checkpoint (a truncated download?); "
+            f"cannot read checkpoint {str(path)!r}: {e.__class__.__name__}: "
+            f"{(str(e).splitlines() or [''])[0].rstrip('.')}. The file is damaged or not a PyTorch checkpoint (a truncated download?); "
             "delete it and download it again"
         ) from e
     if isinstance(obj, dict) and "model" in obj and isinstance(obj["model"], dict):
@@ -64,18 +73,19 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
 
 
 @functools.lru_cache(maxsize=None)
-def _expected_shapes(name: str) -> dict[str, tuple[int, ...]]:
+def _expected_shapes(config: SAM2Config) -> dict[str, tuple[int, ...]]:
+    """Keys and shapes of ``config``'s state dict (the image size changes none of them)."""
     with torch.device("meta"):
-        model = SAM2Model(CONFIGS[name])
+        model = SAM2Model(config.with_image_size(1024) if config.image_size != 1024 else config)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
 
 
 def identify_config(state_dict: dict[str, torch.Tensor]) -> SAM2Config | None:
     """The official config whose keys and shapes the state dict matches exactly, or None."""
     shapes = {k: tuple(v.shape) for k, v in state_dict.items()}
-    for name in CONFIGS:
-        if _expected_shapes(name) == shapes:
-            return CONFIGS[name]
+    for config in CONFIGS.values():
+        if _expected_shapes(config) == shapes:
+            return config
     return None
 
 
@@ -115,7 +125,7 @@ def load_checkpoint(config: SAM2Config, checkpoint: str | Path, device="cpu") ->
     """Build ``config`` on the meta device and assign the checkpoint's tensors (strict)."""
     device = resolve_device(device)
     sd = load_state_dict_file(checkpoint)
-    expected = _expected_shapes(config.name)
+    expected = _expected_shapes(config)
     problem = _mismatch_message(config, sd, expected)
     if problem:
         raise CheckpointError(f"{problem} (file: {checkpoint})")

@@ -36,7 +36,10 @@ def download_checkpoint(config: SAM2Config, revision: str | None = None) -> Path
     try:
         return Path(hf_hub_download(config.hub_id, config.checkpoint_file, revision=revision))
     except LocalEntryNotFoundError as e:
-        offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+        from huggingface_hub import constants
+
+        offline = bool(getattr(constants, "HF_HUB_OFFLINE", False)) or (
+            os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"))
         why = "offline mode (HF_HUB_OFFLINE) is on" if offline else "the hub could not be reached"
         raise CheckpointNotFoundError(
             f"checkpoint {config.checkpoint_file} of {config.hub_id} is not in the local cache and "
@@ -54,7 +57,8 @@ def download_checkpoint(config: SAM2Config, revision: str | None = None) -> Path
         ) from e
     except RepositoryNotFoundError as e:
         raise CheckpointNotFoundError(
-            f"the hub has no repository {config.hub_id} (or it needs a login: set HF_TOKEN)"
+            f"the hub has no repository {config.hub_id} (or it needs a login: set HF_TOKEN); "
+            f"{how_to_get(config)}"
         ) from e
     except HfHubHTTPError as e:
         raise CheckpointNotFoundError(

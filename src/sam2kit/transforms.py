@@ -16,7 +16,7 @@ def as_rgb_array(image, what: str = "image") -> np.ndarray:
     except ImportError:  # pragma: no cover - pillow is a dependency
         Image = None
     if Image is not None and isinstance(image, Image.Image):
-        return np.asarray(image.convert("RGB"))
+        return np.array(image.convert("RGB"))
     if isinstance(image, torch.Tensor):
         raise ValueError(f"{what} must be an HxWx3 uint8 numpy array or a PIL image, got a torch "
                          "tensor; pass tensor.cpu().numpy() in HWC uint8")
@@ -32,7 +32,9 @@ def as_rgb_array(image, what: str = "image") -> np.ndarray:
     if image.dtype != np.uint8:
         raise ValueError(f"{what} must be uint8 with values 0..255, got dtype {image.dtype} "
                          "(convert with (img * 255).round().astype(np.uint8) for floats in [0, 1])")
-    return np.ascontiguousarray(image)
+    if not image.flags.writeable or not image.flags.c_contiguous:
+        image = np.array(image)  # torch wants a writable, contiguous buffer
+    return image
 
 
 def preprocess(images: list[np.ndarray], size: int, mean: torch.Tensor, std: torch.Tensor,
@@ -51,3 +53,15 @@ def preprocess(images: list[np.ndarray], size: int, mean: torch.Tensor, std: tor
 def resize_masks(masks: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
     """[B, M, h, w] logits -> [B, M, H, W] logits at the original image size."""
     return F.interpolate(masks.float(), size=tuple(hw), mode="bilinear", align_corners=False)
+
+
+def frame_to_input(frame: np.ndarray, size: int, mean: torch.Tensor, std: torch.Tensor,
+                   device: torch.device) -> torch.Tensor:
+    """A video frame (HxWx3 uint8 RGB) -> [1, 3, size, size] normalised float32, resized as
+    the reference resizes video frames: Pillow's bicubic resize to the square input."""
+    from PIL import Image
+
+    small = np.asarray(Image.fromarray(frame).resize((size, size), Image.BICUBIC))
+    t = torch.from_numpy(small / 255.0).permute(2, 0, 1).float()  # [3, S, S], /255 in float64
+    t = t.to(device)
+    return ((t - mean.to(device)[0]) / std.to(device)[0])[None]

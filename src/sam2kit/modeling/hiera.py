@@ -91,11 +91,11 @@ class MultiScaleBlock(nn.Module):
         if ws > 0:
             x, pad_hw = window_partition(x, ws)
         x = self.attn(x)
-        if self.q_stride:
-            ws = self.window_size // self.q_stride
-            h, w = shortcut.shape[1:3]
-            pad_hw = (h + (ws - h % ws) % ws, w + (ws - w % ws) % ws)
-        if self.window_size > 0:
+        if ws > 0:
+            if self.q_stride:  # the queries were pooled: windows and map shrank
+                ws = ws // self.q_stride
+                h, w = shortcut.shape[1:3]
+                pad_hw = (h + (ws - h % ws) % ws, w + (ws - w % ws) % ws)
             x = window_unpartition(x, ws, pad_hw, (h, w))
 
         x = shortcut + x
