@@ -60,3 +60,10 @@ def fill_holes_and_remove_sprinkles(logits: torch.Tensor, threshold: float = 0.0
         is_sprinkle = ((labels > 0) & (areas <= max_sprinkle_area)).reshape_as(logits)
         out = torch.where(is_sprinkle, threshold - 10.0, out)
     return out
+
+
+def fill_small_holes(logits: torch.Tensor, max_area: int) -> torch.Tensor:
+    """Fill background holes of up to ``max_area`` pixels in mask logits [N, 1, H, W]: they get
+    the logit 0.1 (just above the threshold), as the reference's video post-processing does."""
+    labels, areas = connected_components(logits <= 0)
+    return torch.where((labels > 0) & (areas <= max_area), 0.1, logits)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..configs import SAM2Config
@@ -19,7 +20,11 @@ from .image_encoder import FpnNeck, ImageEncoder
 from .mask_decoder import DecoderOutput, MaskDecoder
 from .memory_attention import MemoryAttention
 from .memory_encoder import MemoryEncoder
+from .position_encoding import sine_pe_1d
 from .prompt_encoder import PromptEncoder
+
+# placeholder logit for masks of objects judged absent
+NO_OBJ_SCORE = -1024.0
 
 # ImageNet statistics used to normalise input images
 PIXEL_MEAN = (0.485, 0.456, 0.406)
@@ -46,6 +51,32 @@ class ImageFeatures:
             idx = slice(idx, idx + 1)
         return ImageFeatures(self.vision_features[idx], (self.high_res[0][idx], self.high_res[1][idx]),
                              self.vision_pos[idx])
+
+
+@dataclass
+class HeadOutput:
+    """What the SAM heads give on one frame for B objects (S = model input size).
+
+    low_res_masks: [B, 1, S/4, S/4] logits of the chosen mask; high_res_masks: [B, 1, S, S];
+    ious: [B, M]; obj_ptr: [B, 256] object pointer; object_score_logits: [B, 1].
+    """
+
+    low_res_masks: torch.Tensor
+    high_res_masks: torch.Tensor
+    ious: torch.Tensor
+    obj_ptr: torch.Tensor
+    object_score_logits: torch.Tensor
+
+
+@dataclass
+class MemoryFrame:
+    """One past frame's memory as memory attention reads it: features [B, 64, h, w] (any
+    float dtype; computed in fp32), their position encoding [B, 64, h, w], and the slot
+    ``t_pos``: 0 for conditioning frames, 1..num_maskmem-1 for the frames before."""
+
+    features: torch.Tensor
+    pos: torch.Tensor
+    t_pos: int
 
 
 class SAM2Model(nn.Module):
@@ -134,3 +165,107 @@ class SAM2Model(nn.Module):
         device = self.no_mem_embed.device
         self.pixel_mean = torch.tensor(PIXEL_MEAN, device=device).view(1, 3, 1, 1)
         self.pixel_std = torch.tensor(PIXEL_STD, device=device).view(1, 3, 1, 1)
+
+    # ---- video tracking steps (stateless; the video predictor chooses the memories) ------
+
+    def condition_on_memory(self, feats: ImageFeatures, memories: list[MemoryFrame],
+                            obj_ptrs: list[tuple[int, torch.Tensor]], max_obj_ptrs: int) -> torch.Tensor:
+        """Fuse the frame's stride-16 features [B, 256, h, w] with memories of past frames
+        and object pointers ``(temporal offset, [B, 256])``; ``max_obj_ptrs`` normalises the
+        offsets. With neither (the first prompted frame) the no-memory embedding is added."""
+        x = feats.vision_features
+        b, c, h, w = x.shape
+        if not memories and not obj_ptrs:
+            return self.image_embedding(feats)
+        cfg = self.config
+        mem, mem_pos = [], []
+        for m in memories:
+            mem.append(m.features.float().flatten(2).transpose(1, 2))  # [B, hw, 64]
+            tpos = self.maskmem_tpos_enc[cfg.num_maskmem - m.t_pos - 1].view(1, 1, -1)
+            mem_pos.append(m.pos.float().flatten(2).transpose(1, 2) + tpos)
+        num_ptr_tokens = 0
+        if obj_ptrs:
+            offsets = torch.tensor([o for o, _ in obj_ptrs], device=x.device)
+            ptrs = torch.stack([p for _, p in obj_ptrs], dim=1)  # [B, N, 256]
+            if cfg.add_tpos_enc_to_obj_ptrs:
+                t_max = max(max_obj_ptrs - 1, 1)
+                dim = c if cfg.proj_tpos_enc_in_obj_ptrs else cfg.mem_dim
+                ptr_pos = self.obj_ptr_tpos_proj(sine_pe_1d(offsets / t_max, dim))  # [N, 64]
+                ptr_pos = ptr_pos.unsqueeze(0).expand(b, -1, -1)
+            else:
+                ptr_pos = ptrs.new_zeros(b, len(obj_ptrs), cfg.mem_dim)
+            split = c // cfg.mem_dim  # each 256-d pointer becomes 4 tokens of 64
+            ptrs = ptrs.reshape(b, -1, split, cfg.mem_dim).flatten(1, 2)  # [B, 4N, 64]
+            mem.append(ptrs)
+            mem_pos.append(ptr_pos.repeat_interleave(split, dim=1))
+            num_ptr_tokens = ptrs.shape[1]
+        out = self.memory_attention(
+            curr=x.flatten(2).transpose(1, 2),  # [B, hw, 256]
+            curr_pos=feats.vision_pos.flatten(2).transpose(1, 2),
+            memory=torch.cat(mem, dim=1),
+            memory_pos=torch.cat(mem_pos, dim=1),
+            num_obj_ptr_tokens=num_ptr_tokens,
+        )
+        return out.transpose(1, 2).reshape(b, c, h, w)
+
+    def sam_heads(self, pix_feat: torch.Tensor, high_res: tuple[torch.Tensor, torch.Tensor],
+                  points: tuple[torch.Tensor, torch.Tensor] | None, mask_inputs: torch.Tensor | None,
+                  multimask_output: bool) -> HeadOutput:
+        """Decode one mask per object from (memory-conditioned) features [B, 256, h, w].
+
+        points: ([B, N, 2], [B, N]) in model-input pixels or None; mask_inputs: [B, 1, *, *]
+        logits (resized to the decoder's mask size when needed). Masks of objects judged
+        absent are set to NO_OBJ_SCORE and their pointer to the learned no-object pointer.
+        """
+        b = pix_feat.shape[0]
+        if points is None:  # a padding point keeps the decoder's token layout
+            points = (torch.zeros(b, 1, 2, device=pix_feat.device),
+                      -torch.ones(b, 1, dtype=torch.int32, device=pix_feat.device))
+        if mask_inputs is not None and tuple(mask_inputs.shape[-2:]) != self.sam_prompt_encoder.mask_input_size:
+            mask_inputs = F.interpolate(mask_inputs.float(), size=self.sam_prompt_encoder.mask_input_size,
+                                        mode="bilinear", align_corners=False, antialias=True)
+        out = self.decode_masks(pix_feat, high_res, points, mask_inputs, multimask_output)
+        appearing = out.object_score_logits > 0  # [B, 1]
+        low_res = torch.where(appearing[:, None, None], out.masks, NO_OBJ_SCORE).float()
+        token = out.sam_tokens[:, 0]
+        if multimask_output:
+            best = torch.argmax(out.iou, dim=-1)
+            rows = torch.arange(b, device=pix_feat.device)
+            low_res = low_res[rows, best].unsqueeze(1)
+            token = out.sam_tokens[rows, best]
+        high_res_masks = F.interpolate(low_res, size=(self.image_size, self.image_size),
+                                       mode="bilinear", align_corners=False)
+        obj_ptr = self._gate_obj_ptr(self.obj_ptr_proj(token), appearing.float())
+        return HeadOutput(low_res, high_res_masks, out.iou, obj_ptr, out.object_score_logits)
+
+    def mask_as_output(self, feats: ImageFeatures, mask_inputs: torch.Tensor) -> HeadOutput:
+        """Take a binary mask prompt [B, 1, S, S] as the output itself (as SAM 2 does for mask
+        prompts); the decoder only supplies the object pointer."""
+        mask = mask_inputs.float()
+        high_res = mask * 20.0 - 10.0  # logits with sigmoid ~ 0 / 1
+        low_res = F.interpolate(high_res, size=(high_res.shape[-2] // 4, high_res.shape[-1] // 4),
+                                mode="bilinear", align_corners=False, antialias=True)
+        ptr = self.sam_heads(feats.vision_features, feats.high_res, None,
+                             self.mask_downsample(mask), False).obj_ptr
+        appearing = torch.any(mask.flatten(1) > 0.0, dim=1, keepdim=True).float()
+        obj_ptr = self._gate_obj_ptr(ptr, appearing)
+        ious = mask.new_ones(mask.shape[0], 1)
+        return HeadOutput(low_res, high_res, ious, obj_ptr, 20.0 * appearing - 10.0)
+
+    def _gate_obj_ptr(self, obj_ptr: torch.Tensor, appearing: torch.Tensor) -> torch.Tensor:
+        return appearing * obj_ptr + (1 - appearing) * self.no_obj_ptr
+
+    def encode_memory(self, feats: ImageFeatures, high_res_masks: torch.Tensor,
+                      object_score_logits: torch.Tensor, binarize: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Memory of a frame from its features and mask logits [B, 1, S, S]: features
+        [B, 64, h, w] and position encoding. ``binarize`` thresholds the mask (used for masks
+        that come from clicks) instead of taking its sigmoid."""
+        probs = (high_res_masks > 0).float() if binarize else torch.sigmoid(high_res_masks)
+        probs = probs * self.config.sigmoid_scale_for_mem_enc + self.config.sigmoid_bias_for_mem_enc
+        b = high_res_masks.shape[0]
+        pix = feats.vision_features.expand(b, -1, -1, -1)
+        mem, pos = self.memory_encoder(pix, probs)
+        if self.no_obj_embed_spatial is not None:
+            absent = (object_score_logits <= 0).float()[..., None, None]  # [B, 1, 1, 1]
+            mem = mem + absent * self.no_obj_embed_spatial[..., None, None]
+        return mem, pos

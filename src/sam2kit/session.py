@@ -1,0 +1,213 @@
+"""The video session: a typed object holding one video's tracking state.
+
+What the model reads again stays in memory at full size: conditioning (prompted) frames,
+the non-conditioning frames within ``num_maskmem`` of the frame being tracked, and every
+object pointer and object score (a few hundred bytes a frame). Older frames' memories and
+low-res masks move to a spill folder on disk and come back when tracking reaches them again
+(a correction click, a second pass, reverse tracking), so results equal those of keeping
+everything, in memory that does not grow with the video. Image features are cached for a
+few frames only, and frames are decoded when needed.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import tempfile
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .modeling.sam2 import ImageFeatures
+
+_uid = itertools.count()
+
+
+@dataclass
+class FrameOutput:
+    """One object's result on one frame.
+
+    pred_masks: [1, 1, S/4, S/4] float32 low-res logits (holes filled); obj_ptr: [1, 256];
+    object_score_logits: [1, 1]; maskmem_features: [1, 64, S/16, S/16] bfloat16, or None
+    before the memory encoder has run. While spilled, the two large tensors live on disk.
+    """
+
+    pred_masks: torch.Tensor | None
+    obj_ptr: torch.Tensor
+    object_score_logits: torch.Tensor
+    maskmem_features: torch.Tensor | None
+    spill_path: Path | None = None
+
+    @property
+    def spilled(self) -> bool:
+        return self.pred_masks is None and self.spill_path is not None
+
+
+@dataclass
+class ObjectState:
+    """Prompts and results of one object. ``cond``/``non_cond`` map frame index to results
+    of prompted and propagated frames; ``temp_*`` hold results of prompts not yet
+    propagated; ``frames_tracked`` maps frame index to whether it was tracked in reverse."""
+
+    obj_id: int
+    uid: int = field(default_factory=lambda: next(_uid))
+    point_inputs: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
+    mask_inputs: dict[int, torch.Tensor] = field(default_factory=dict)
+    cond: dict[int, FrameOutput] = field(default_factory=dict)
+    non_cond: dict[int, FrameOutput] = field(default_factory=dict)
+    temp_cond: dict[int, FrameOutput] = field(default_factory=dict)
+    temp_non_cond: dict[int, FrameOutput] = field(default_factory=dict)
+    frames_tracked: dict[int, bool] = field(default_factory=dict)
+
+    def output(self, frame_idx: int, is_cond: bool | None = None) -> FrameOutput | None:
+        """The newest result on a frame: temporary (of the given kind, or either), then
+        conditioning, then propagated."""
+        temps = [self.temp_cond, self.temp_non_cond] if is_cond is None else \
+            [self.temp_cond if is_cond else self.temp_non_cond]
+        for d in temps + [self.cond, self.non_cond]:
+            if frame_idx in d:
+                return d[frame_idx]
+        return None
+
+
+class VideoSession:
+    """State of one video for ``SAM2VideoPredictor`` (the reference's ``inference_state``).
+
+    device: where the model computes; storage_device: where kept results live (the CPU
+    with ``offload_state_to_cpu``). Reading ``session["num_frames"]`` and the other keys
+    scripts commonly read from the reference's dict works too.
+    """
+
+    def __init__(self, frames, image_size: int, device: torch.device, storage_device: torch.device,
+                 window: int, feature_cache_size: int = 2, spill_dir: str | Path | None = None):
+        self.frames = frames
+        self.num_frames = len(frames)
+        self.video_height, self.video_width = frames.height, frames.width
+        self.image_size = image_size
+        self.device = device
+        self.storage_device = storage_device
+        self.window = window
+        self.objects: list[ObjectState] = []
+        self.maskmem_pos: torch.Tensor | None = None  # [1, 64, h, w], the same for every memory
+        self._features: OrderedDict[int, ImageFeatures] = OrderedDict()
+        self._feature_cache_size = feature_cache_size
+        self._spill_root = Path(tempfile.mkdtemp(prefix="sam2kit-session-", dir=spill_dir))
+
+    # ---- objects ---------------------------------------------------------------------
+
+    @property
+    def obj_ids(self) -> list:
+        return [o.obj_id for o in self.objects]
+
+    def obj_idx(self, obj_id, create: bool = False) -> int | None:
+        for i, o in enumerate(self.objects):
+            if o.obj_id == obj_id:
+                return i
+        if not create:
+            return None
+        self.objects.append(ObjectState(obj_id))
+        return len(self.objects) - 1
+
+    def drop_object(self, idx: int) -> None:
+        obj = self.objects.pop(idx)
+        for d in (obj.cond, obj.non_cond, obj.temp_cond, obj.temp_non_cond):
+            for out in d.values():
+                self.discard(out)
+
+    def clear(self) -> None:
+        for idx in range(len(self.objects) - 1, -1, -1):
+            self.drop_object(idx)
+
+    # ---- image features --------------------------------------------------------------
+
+    def cached_features(self, frame_idx: int) -> ImageFeatures | None:
+        feats = self._features.get(frame_idx)
+        if feats is not None:
+            self._features.move_to_end(frame_idx)
+        return feats
+
+    def cache_features(self, frame_idx: int, feats: ImageFeatures) -> None:
+        self._features[frame_idx] = feats
+        self._features.move_to_end(frame_idx)
+        while len(self._features) > self._feature_cache_size:
+            self._features.popitem(last=False)
+
+    @property
+    def cached_feature_frames(self) -> list[int]:
+        return list(self._features)
+
+    # ---- results kept for later: in memory near the current frame, else on disk -------
+
+    def store(self, out: FrameOutput) -> FrameOutput:
+        """Move a fresh result to the storage device (memory features as bfloat16)."""
+        dev = self.storage_device
+        out.pred_masks = out.pred_masks.to(dev)
+        out.obj_ptr = out.obj_ptr.to(dev)
+        out.object_score_logits = out.object_score_logits.to(dev)
+        if out.maskmem_features is not None:
+            out.maskmem_features = out.maskmem_features.to(torch.bfloat16).to(dev)
+        return out
+
+    def load(self, out: FrameOutput) -> FrameOutput:
+        """Bring a spilled result back into memory (it stays on disk too until replaced)."""
+        if out.spilled:
+            data = torch.load(out.spill_path, map_location=self.storage_device, weights_only=True)
+            out.pred_masks = data["pred_masks"]
+            out.maskmem_features = data.get("maskmem_features")
+        return out
+
+    def spill(self, obj: ObjectState, frame_idx: int, out: FrameOutput) -> None:
+        if out.spilled or out.pred_masks is None:
+            return
+        if out.spill_path is None:
+            out.spill_path = self._spill_root / f"{obj.uid}-{frame_idx}-{next(_uid)}.pt"
+            data = {"pred_masks": out.pred_masks.cpu()}
+            if out.maskmem_features is not None:
+                data["maskmem_features"] = out.maskmem_features.cpu()
+            torch.save(data, out.spill_path)
+        out.pred_masks = None
+        out.maskmem_features = None
+
+    def discard(self, out: FrameOutput) -> None:
+        if out.spill_path is not None:
+            out.spill_path.unlink(missing_ok=True)
+            out.spill_path = None
+
+    def trim(self, frame_idx: int) -> None:
+        """Spill propagated results farther than the memory window from ``frame_idx``."""
+        for obj in self.objects:
+            for t, out in obj.non_cond.items():
+                if abs(t - frame_idx) > self.window and not out.spilled:
+                    self.spill(obj, t, out)
+
+    @property
+    def resident_outputs(self) -> int:
+        """How many results hold their large tensors in memory (for tests and benchmarks)."""
+        return sum(out.pred_masks is not None for o in self.objects
+                   for d in (o.cond, o.non_cond, o.temp_cond, o.temp_non_cond) for out in d.values())
+
+    def close(self) -> None:
+        """Release the frame reader and the spill folder."""
+        self.clear()
+        self._features.clear()
+        close = getattr(self.frames, "close", None)
+        if close is not None:
+            close()
+        shutil.rmtree(self._spill_root, ignore_errors=True)
+
+    def __del__(self):
+        try:
+            shutil.rmtree(self._spill_root, ignore_errors=True)
+        except Exception:
+            pass
+
+    # ---- the reference's dict keys, read-only ------------------------------------------
+
+    _KEYS = {"num_frames", "video_height", "video_width", "obj_ids", "device", "storage_device"}
+
+    def __getitem__(self, key: str):
+        if key in self._KEYS:
+            return getattr(self, key)
+        raise KeyError(f"{key!r}: the session is a VideoSession object; see its attributes")
