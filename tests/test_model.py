@@ -119,3 +119,15 @@ def test_build_does_not_load_random_weights_silently(tmp_path, monkeypatch):
     monkeypatch.setattr(hc, "HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(sam2kit.CheckpointNotFoundError, match="sam2_hiera_tiny.pt.*offline"):
         sam2kit.build_sam2("sam2-hiera-tiny")
+
+
+@pytest.mark.parametrize("size", [512, 768])
+def test_official_tiny_at_other_sizes(size):
+    model = build_model(get_config("sam2.1-hiera-tiny", image_size=size))
+    with torch.no_grad():
+        feats = model.encode_image(torch.randn(1, 3, size, size))
+        h = size // 16
+        assert feats.vision_features.shape == (1, 256, h, h)
+        out = model.decode_masks(model.image_embedding(feats), feats.high_res,
+                                 (torch.tensor([[[size / 2, size / 3]]]), torch.tensor([[1]])), None, True)
+    assert out.masks.shape == (1, 3, 4 * h, 4 * h) and torch.isfinite(out.masks).all()

@@ -77,7 +77,8 @@ def short_scenario(h, w, num_frames):
 
 
 def editing_scenario(h, w, num_frames):
-    """A mask prompt, clearing a frame's prompts, removing an object."""
+    """A mask prompt, an object prompted on two frames, clearing one frame's prompts,
+    removing an object, reverse propagation over part of the video."""
     p = lambda fx, fy: [fx * w, fy * h]  # noqa: E731
     mask = np.zeros((h, w), bool)
     mask[int(0.3 * h): int(0.7 * h), int(0.5 * w): int(0.9 * w)] = True
@@ -85,6 +86,7 @@ def editing_scenario(h, w, num_frames):
         dict(op="points", frame=1, obj=1, points=[p(0.3, 0.5)], labels=[1]),
         dict(op="mask", frame=2, obj=2, mask=mask),
         dict(op="points", frame=4, obj=3, points=[p(0.6, 0.3), p(0.5, 0.6)], labels=[1, 0]),
+        dict(op="points", frame=6, obj=3, points=[p(0.62, 0.32)], labels=[1]),
         dict(op="propagate", max=num_frames - 3),
         dict(op="clear", frame=4, obj=3),
         dict(op="remove", obj=2),
