@@ -118,7 +118,7 @@ def test_missing_repo_names_the_hub_id_and_how_to_get_it(hub_standin):
     with pytest.raises(CheckpointNotFoundError) as info:
         sam2kit.build_sam2("sam2.1-hiera-tiny")
     msg = str(info.value)
-    assert config.hub_id in msg and "huggingface-cli download" in msg and config.checkpoint_file in msg
+    assert config.hub_id in msg and "hf download" in msg and config.checkpoint_file in msg
     # the question went to the stand-in, not to huggingface.co
     assert hub_standin.requests == [("HEAD", f"/{config.hub_id}/resolve/main/{config.checkpoint_file}")]
 
@@ -130,7 +130,7 @@ def test_offline_with_an_empty_cache_says_so(hub_standin, random_checkpoint, mon
         sam2kit.build_sam2("sam2.1-hiera-tiny")
     msg = str(info.value)
     assert "offline" in msg.lower() and "HF_HUB_OFFLINE" in msg
-    assert "facebook/sam2.1-hiera-tiny" in msg and "huggingface-cli download" in msg
+    assert "facebook/sam2.1-hiera-tiny" in msg and "hf download" in msg
     with pytest.raises(CheckpointNotFoundError, match="offline"):
         SAM2ImagePredictor.from_pretrained(REPO, image_size=256)
     assert hub_standin.requests == []

@@ -16,7 +16,8 @@ class CheckpointNotFoundError(FileNotFoundError):
 def how_to_get(config: SAM2Config) -> str:
     return (
         f"get it on a machine with internet access with "
-        f"`huggingface-cli download {config.hub_id} {config.checkpoint_file}`, copy the Hugging Face cache "
+        f"`hf download {config.hub_id} {config.checkpoint_file}` (`huggingface-cli download` with "
+        f"older huggingface_hub), copy the Hugging Face cache "
         f"(~/.cache/huggingface) here, or pass the file's path as the checkpoint"
     )
 

@@ -110,6 +110,15 @@ class VideoSession:
         self.objects.append(ObjectState(obj_id))
         return len(self.objects) - 1
 
+    def object_scores(self, frame_idx: int) -> list[float | None]:
+        """Each object's object-score logit on ``frame_idx`` (> 0: the object is visible), in
+        ``obj_ids`` order; None for an object without a result there."""
+        scores = []
+        for obj in self.objects:
+            out = obj.output(frame_idx)
+            scores.append(None if out is None else float(out.object_score_logits.reshape(-1)[0]))
+        return scores
+
     def drop_object(self, idx: int) -> None:
         obj = self.objects.pop(idx)
         for d in (obj.cond, obj.non_cond, obj.temp_cond, obj.temp_non_cond):

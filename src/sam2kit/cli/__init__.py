@@ -1,0 +1,79 @@
+"""The ``sam2kit`` command line (``sam2kit --help``): a thin layer over the public API, one
+module per command (image, video, models, demo)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from sam2kit import __version__
+
+from . import demo, image, models, video
+from .common import CLIError, Console, one_line
+from .outputs import to_json
+
+__all__ = ["main", "build_parser", "CLIError"]
+
+DESCRIPTION = """\
+Segment Anything Model 2 (SAM 2 and SAM 2.1) on photos and videos.
+
+  sam2kit image [IMAGE] -o DIR     masks of a photo from clicks, boxes or a grid of clicks
+  sam2kit video [VIDEO] -o DIR     objects tracked through a video from clicks or boxes
+  sam2kit models [download NAME]   the known models and where each is cached; fetch one
+  sam2kit demo -o DIR              both workflows on the bundled photo and clip
+
+`sam2kit COMMAND --help` tells more. Messages and progress bars go to stderr, results to
+stdout (--json: the results document). Exit status: 0 success; 2 bad input (one line on
+stderr naming the problem and the fix; no output written); 1 an unexpected failure.
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line (the problem, and where to read more), exit status 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="sam2kit", description=DESCRIPTION,
+                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"sam2kit {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for module in (image, video, models, demo):
+        module.add_parser(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # --help, --version, usage errors
+        return e.code if isinstance(e.code, int) else 2
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    console = Console(quiet=args.quiet)
+    try:
+        results, text = args.run(args, console)
+    except CLIError as e:
+        return _fail(str(e), 2)
+    except KeyboardInterrupt:
+        return _fail("interrupted; nothing was written", 130)
+    except OSError as e:  # a full disk, a folder that went away, ...
+        return _fail(f"{one_line(e)}; nothing was written", 1)
+    except Exception as e:  # noqa: BLE001 - one line for the user, not a traceback
+        return _fail(f"unexpected {e.__class__.__name__}: {one_line(e)} (a bug: please report it "
+                     "with the command you ran; nothing was written)", 1)
+    if args.json:
+        print(to_json(results))
+    elif not args.quiet:
+        print(text)
+    return 0
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"sam2kit: error: {message}", file=sys.stderr)
+    return code
