@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
-__all__ = ["SAM2Config", "CONFIGS", "HUB_IDS", "get_config", "config_for_hub_id"]
+__all__ = ["SAM2Config", "CONFIGS", "HUB_IDS", "get_config"]
 
 
 @dataclass(frozen=True)
@@ -125,7 +125,3 @@ def get_config(name: str, image_size: int | None = None) -> SAM2Config:
         raise ValueError(f"unknown model {name!r}; known models: {known}")
     return CONFIGS[key].with_image_size(image_size)
 
-
-def config_for_hub_id(hub_id: str) -> SAM2Config | None:
-    name = HUB_IDS.get(hub_id)
-    return CONFIGS[name] if name else None

@@ -8,8 +8,8 @@ from torch import nn
 from .common import LayerNorm2d
 from .position_encoding import PositionEmbeddingRandom
 
-# point labels understood by the encoder
-LABEL_PAD, LABEL_BACKGROUND, LABEL_FOREGROUND, LABEL_BOX_TOP_LEFT, LABEL_BOX_BOTTOM_RIGHT = -1, 0, 1, 2, 3
+# point labels: 0 background, 1 foreground, 2 / 3 box corners, -1 padding (not a point)
+LABEL_PAD = -1
 
 
 class PromptEncoder(nn.Module):

@@ -45,13 +45,6 @@ class ImageFeatures:
     high_res: tuple[torch.Tensor, torch.Tensor]
     vision_pos: torch.Tensor
 
-    def select(self, idx) -> "ImageFeatures":
-        """Rows ``idx`` (an int or a slice/index tensor) of every tensor, keeping the batch dim."""
-        if isinstance(idx, int):
-            idx = slice(idx, idx + 1)
-        return ImageFeatures(self.vision_features[idx], (self.high_res[0][idx], self.high_res[1][idx]),
-                             self.vision_pos[idx])
-
 
 @dataclass
 class HeadOutput:
