@@ -93,7 +93,7 @@ def compare(ours, ref, label):
     ("sam2-hiera-tiny", 512, "main"),
     ("sam2.1-hiera-tiny", 512, "main"),
     ("sam2.1-hiera-tiny", 512, "editing"),
-    ("sam2-hiera-tiny", 1024, "short"),
+    ("sam2-hiera-tiny", 1024, "main"),
 ])
 def test_video_matches_reference(name, size, scenario, jpeg_dir, reference_python, reference_checkpoint, tmp_path):
     ckpt = reference_checkpoint(name, seed=1, obj_bias=OBJ_BIAS)

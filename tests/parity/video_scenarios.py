@@ -70,12 +70,6 @@ def main_scenario(h, w, num_frames):
     ]
 
 
-def short_scenario(h, w, num_frames):
-    """The main scenario without the second and the new-object passes (for 1024)."""
-    steps = main_scenario(h, w, num_frames)
-    return steps[:3] + [steps[5]]
-
-
 def editing_scenario(h, w, num_frames):
     """A mask prompt, an object prompted on two frames, clearing one frame's prompts,
     removing an object, reverse propagation over part of the video."""
@@ -94,4 +88,4 @@ def editing_scenario(h, w, num_frames):
     ]
 
 
-SCENARIOS = {"main": main_scenario, "short": short_scenario, "editing": editing_scenario}
+SCENARIOS = {"main": main_scenario, "editing": editing_scenario}
