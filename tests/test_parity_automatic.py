@@ -1,0 +1,115 @@
+"""Parity of SAM2AutomaticMaskGenerator with the reference's (sam2==1.1.0), same weights.
+
+Weights: the random tiny SAM 2.0 checkpoint of the other parity tests, with the mask decoder's
+hypernetwork output layers scaled by 10. Random weights give logits within about +-0.8, so every
+stability score (masks at logit +-1) would be 0; scaled, they spread over 0..0.6 and the
+stability filter has something to decide. Predicted IoUs of random weights lie near 0.5, so
+the thresholds are lowered to pred_iou_thresh=0.49 and stability_score_thresh=0.1 (about half
+of the candidates pass each; the defaults 0.8 / 0.95 would leave no mask). With random weights
+neighbouring points give similar masks, so NMS keeps few of them: most cases also switch NMS
+off (box_nms_thresh=1.0, crop_nms_thresh=1.0 with crops) to compare every candidate.
+
+Required per case: the same number of masks; each reference mask matched to one of ours with
+the same point and crop box (the best mask IoU among those, one to one) with mask IoU >= 0.99,
+|predicted_iou diff| and |stability_score diff| <= 1e-3, and the same bbox, area, crop box and
+point. Where at most 1000 boxes enter every NMS, the order must be the same too (torchvision's
+batched_nms, which the reference uses, orders equal scores arbitrarily above 1000 boxes on the
+CPU: masks of one crop share the crop-NMS score). The figures are printed (-s shows them).
+Most cases run the model at image_size 512 to stay fast; one runs at the default 1024.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REFERENCE_YAML, run_reference, synthetic_image
+from sam2kit import SAM2AutomaticMaskGenerator, build_sam2
+from sam2kit.amg import rle_to_mask
+
+pytestmark = pytest.mark.parity
+
+IMAGE = synthetic_image(240, 320, 5)
+LOW = dict(pred_iou_thresh=0.49, stability_score_thresh=0.1)
+OFF = dict(box_nms_thresh=1.0, crop_nms_thresh=1.0)
+CASES = {  # name: (image_size, generator arguments, order must match)
+    1024: [("pps8/nms_off@1024", dict(points_per_side=8, **LOW, **OFF), True)],
+    512: [
+        ("pps16/nms_off", dict(points_per_side=16, **LOW, **OFF), True),
+        ("pps16/nms", dict(points_per_side=16, **LOW), True),
+        ("pps8/crop1/nms_off", dict(points_per_side=8, crop_n_layers=1, **LOW, **OFF), True),
+        # layer 1 at 8 points a side (downscale 2) to save time; default NMS in and between crops
+        ("pps16/crop1/nms", dict(points_per_side=16, crop_n_layers=1, crop_n_points_downscale_factor=2,
+                                 **LOW), False),
+        ("pps4/m2m/min_area/coco", dict(points_per_side=4, use_m2m=True, min_mask_region_area=25,
+                                        output_mode="coco_rle", pred_iou_thresh=0.0,
+                                        stability_score_thresh=0.05, box_nms_thresh=1.0), True),
+    ],
+}
+
+
+@pytest.fixture(scope="module")
+def checkpoint(reference_checkpoint, tmp_path_factory):
+    sd = torch.load(reference_checkpoint("sam2-hiera-tiny"), weights_only=True)["model"]
+    for k, v in sd.items():
+        if k.startswith("sam_mask_decoder.output_hypernetworks_mlps.") and ".layers.2." in k:
+            v.mul_(10.0)
+    path = tmp_path_factory.mktemp("auto_ckpt") / "tiny_sharp.pt"
+    torch.save({"model": sd}, path)
+    return path
+
+
+def _mask(seg) -> np.ndarray:
+    return seg if isinstance(seg, np.ndarray) else rle_to_mask(seg)
+
+
+def _compare(name: str, ours: list[dict], ref: list[dict], ordered: bool) -> dict:
+    assert len(ours) == len(ref), (name, len(ours), len(ref))
+    assert len(ref) > 0, name
+    key = lambda r: (tuple(r["crop_box"]), tuple(r["point_coords"][0]))  # noqa: E731
+    by_key: dict = {}
+    for i, r in enumerate(ours):
+        by_key.setdefault(key(r), []).append(i)
+    used, min_iou, d_iou, d_stab, same_order = set(), 1.0, 0.0, 0.0, True
+    for j, r in enumerate(ref):
+        rm = _mask(r["segmentation"])
+        cands = [i for i in by_key.get(key(r), []) if i not in used]
+        assert cands, (name, "no mask of ours for", key(r))
+        ious = []
+        for i in cands:
+            om = _mask(ours[i]["segmentation"])
+            union = (om | rm).sum()
+            ious.append(1.0 if union == 0 else (om & rm).sum() / union)
+        i = cands[int(np.argmax(ious))]
+        used.add(i)
+        same_order &= i == j
+        o = ours[i]
+        min_iou = min(min_iou, float(max(ious)))
+        d_iou = max(d_iou, abs(o["predicted_iou"] - r["predicted_iou"]))
+        d_stab = max(d_stab, abs(o["stability_score"] - r["stability_score"]))
+        assert o["bbox"] == r["bbox"] and o["area"] == r["area"], (name, j, o["bbox"], r["bbox"])
+        assert o["crop_box"] == r["crop_box"] and o["point_coords"] == r["point_coords"], (name, j)
+    assert min_iou >= 0.99 and d_iou <= 1e-3 and d_stab <= 1e-3, (name, min_iou, d_iou, d_stab)
+    if ordered:
+        assert same_order, name
+    return dict(count=len(ref), min_iou=min_iou, d_iou=d_iou, d_stab=d_stab, same_order=same_order)
+
+
+@pytest.mark.parametrize("size", [1024, 512])
+def test_automatic_masks_match_reference(size, checkpoint, reference_python, tmp_path):
+    cases = CASES[size]
+    job, out = tmp_path / "job.pt", tmp_path / "out.pt"
+    torch.save(dict(config=REFERENCE_YAML["sam2-hiera-tiny"], checkpoint=str(checkpoint), image_size=size,
+                    images=[IMAGE], cases=[dict(name=n, image=0, kwargs=kw) for n, kw, _ in cases]), job)
+    run_reference(reference_python, "ref_auto.py", job, out)
+    ref = torch.load(out, weights_only=False)
+    model = build_sam2("sam2-hiera-tiny", checkpoint=checkpoint, image_size=size)
+    for name, kwargs, ordered in cases:
+        ours = SAM2AutomaticMaskGenerator(model, **kwargs).generate(IMAGE)
+        if kwargs.get("output_mode") == "coco_rle":
+            assert all(isinstance(r["segmentation"]["counts"], str) for r in ours)
+        s = _compare(name, ours, ref[name]["records"], ordered)
+        print(f"\nPARITY auto {name} (tiny@{size}, 320x240): {s['count']} masks, min IoU "
+              f"{s['min_iou']:.6f}, max |predicted_iou diff| {s['d_iou']:.2e}, max |stability diff| "
+              f"{s['d_stab']:.2e}, same order: {s['same_order']}")
