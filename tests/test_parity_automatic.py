@@ -113,3 +113,28 @@ def test_automatic_masks_match_reference(size, checkpoint, reference_python, tmp
         print(f"\nPARITY auto {name} (tiny@{size}, 320x240): {s['count']} masks, min IoU "
               f"{s['min_iou']:.6f}, max |predicted_iou diff| {s['d_iou']:.2e}, max |stability diff| "
               f"{s['d_stab']:.2e}, same order: {s['same_order']}")
+
+
+def test_box_nms_matches_torchvision(reference_python, tmp_path):
+    """Random integer boxes (as boxes of masks are) with many equal scores, 300 and 1500 of
+    them: the same kept boxes; the same order with <= 1000 boxes (above that torchvision's
+    CPU path sorts equal scores arbitrarily, so only the scores' order is compared)."""
+    from sam2kit.amg import box_nms
+
+    g = torch.Generator().manual_seed(0)
+    jobs = []
+    for n in (300, 1500):
+        xy = torch.randint(0, 80, (n, 2), generator=g).float()
+        boxes = torch.cat([xy, xy + torch.randint(0, 50, (n, 2), generator=g)], 1)
+        scores = torch.randint(0, 6, (n,), generator=g).float() / 5
+        jobs += [dict(boxes=boxes, scores=scores, iou=t) for t in (0.0, 0.3, 0.5, 0.7, 1.0)]
+    job, out = tmp_path / "job.pt", tmp_path / "out.pt"
+    torch.save(jobs, job)
+    run_reference(reference_python, "ref_nms.py", job, out)
+    for j, theirs in zip(jobs, torch.load(out, weights_only=False)):
+        ours = box_nms(j["boxes"], j["scores"], j["iou"])
+        assert sorted(ours.tolist()) == sorted(theirs.tolist()), (len(j["scores"]), j["iou"])
+        torch.testing.assert_close(j["scores"][ours], j["scores"][theirs], rtol=0, atol=0)
+        if len(j["scores"]) <= 1000:
+            assert ours.tolist() == theirs.tolist(), j["iou"]
+    print(f"\nPARITY auto box_nms: {len(jobs)} cases equal to torchvision's batched_nms")

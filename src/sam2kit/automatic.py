@@ -97,12 +97,12 @@ class SAM2AutomaticMaskGenerator:
             if int(crop_n_points_downscale_factor) < 1:
                 raise ValueError("crop_n_points_downscale_factor must be at least 1, got "
                                  f"{crop_n_points_downscale_factor}")
-            grids = amg.build_all_layer_point_grids(int(points_per_side), int(crop_n_layers),
-                                                    int(crop_n_points_downscale_factor))
-            if any(len(g) == 0 for g in grids):
+            factor = int(crop_n_points_downscale_factor)
+            if int(points_per_side / factor ** int(crop_n_layers)) < 1:
                 raise ValueError(f"points_per_side={points_per_side} leaves no points in crop layer "
                                  f"{crop_n_layers} with crop_n_points_downscale_factor="
                                  f"{crop_n_points_downscale_factor}")
+            grids = amg.build_all_layer_point_grids(int(points_per_side), int(crop_n_layers), factor)
         else:
             grids = [np.asarray(g, dtype=np.float64) for g in point_grids]
             if len(grids) < crop_n_layers + 1 or any(g.ndim != 2 or g.shape[1] != 2 for g in grids):
