@@ -14,6 +14,7 @@ import sam2kit
 from sam2kit import SAM2ImagePredictor
 
 from . import prompts as P
+from .auto import add_auto_options, check_auto_args, run_auto, summary_auto
 from .common import (CLIError, Console, StagedOutput, add_feedback_options, add_model_options,
                      add_output_options, check_model_options, load_model, one_line, sample)
 from .outputs import (BBOX_FORMAT, colour, draw_prompt, grid_composite, mask_png, mask_stats,
@@ -51,6 +52,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="a box (with --point: part of that prompt; several boxes: one prompt each)")
     g.add_argument("--single-mask", action="store_true",
                    help="ask for one mask per prompt instead of keeping the best of three")
+    add_auto_options(p)
     add_model_options(p)
     add_feedback_options(p)
     p.set_defaults(run=command)
@@ -161,6 +163,11 @@ def run(args, console: Console, out: Path, model=None, model_info=None) -> dict:
 def command(args, console: Console) -> tuple[dict, str]:
     """Returns the results document and a summary for the terminal."""
     check_model_options(args)  # fail fast, before anything slow
+    if args.auto:  # segment everything: a path of its own (cli/auto.py)
+        check_auto_args(args)
+        with StagedOutput(args.output, args.overwrite, stale=STALE) as out:
+            results = run_auto(args, console, out, load_image)
+        return results, summary_auto(results, args.output)
     with StagedOutput(args.output, args.overwrite, stale=STALE) as out:
         results = run(args, console, out)
     return results, summary(results, args.output)

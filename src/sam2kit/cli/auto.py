@@ -1,0 +1,158 @@
+"""``sam2kit image --auto``: every mask of a photo (SAM2AutomaticMaskGenerator over a grid of
+clicks), written as one PNG per mask, a composite in distinct colours and a COCO-style JSON."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+import sam2kit
+from sam2kit import SAM2AutomaticMaskGenerator
+from sam2kit.amg import coco_encode_rle, rle_to_mask
+
+from .common import CLIError, Console, load_model, sample
+from .outputs import colour, mask_png, save_json, tint
+
+HELP = """\
+--auto: segment everything. A grid of single clicks covers the image; each click's candidate
+masks are kept if their predicted IoU and stability pass the thresholds, duplicates are removed
+by box NMS. Writes mask_000.png ... (one per mask, largest predicted IoU first), composite.png
+(all masks in distinct colours) and results.json (COCO style: annotations with the RLE
+segmentation as a COCO compressed string, bbox [x, y, w, h], area, predicted_iou,
+stability_score, point_coords, crop_box; the image, the settings and timings)."""
+
+
+def _fraction(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number from 0 to 1, got {text!r}")
+    return v
+
+
+def _count(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            v = minimum - 1
+        if v < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number of at least {minimum}, got {text!r}")
+        return v
+    return parse
+
+
+def add_auto_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("automatic masks (--auto)", HELP)
+    g.add_argument("--auto", action="store_true", help="segment everything (not with --point, --box, --grid)")
+    g.add_argument("--points-per-side", type=_count(1), default=32, metavar="N",
+                   help="an NxN grid of clicks (default 32)")
+    g.add_argument("--points-per-batch", type=_count(1), default=64, metavar="N",
+                   help="clicks decoded at once (default 64; more is faster and uses more memory)")
+    g.add_argument("--pred-iou-thresh", type=_fraction, default=0.8, metavar="T",
+                   help="keep masks whose predicted IoU is above T (default 0.8)")
+    g.add_argument("--stability-thresh", type=_fraction, default=0.95, metavar="T",
+                   help="keep masks whose stability score is at least T (default 0.95)")
+    g.add_argument("--box-nms-thresh", type=_fraction, default=0.7, metavar="T",
+                   help="drop a mask whose box overlaps a better one's by IoU above T (default 0.7; "
+                        "1 keeps all)")
+    g.add_argument("--crop-layers", type=_count(0), default=0, metavar="N",
+                   help="also run on overlapping crops: layer i adds (2**i)**2 crops (default 0)")
+    g.add_argument("--min-region-area", type=_count(0), default=0, metavar="A",
+                   help="fill holes and remove islands of up to A pixels of the 256x256 low-res "
+                        "mask (default 0: off)")
+    g.add_argument("--m2m", action="store_true",
+                   help="refine each mask once by feeding it back with its click")
+
+
+def check_auto_args(args) -> None:
+    clash = [name for name, given in (("--point", args.point), ("--box", args.box),
+                                      ("--grid", args.grid), ("--single-mask", args.single_mask)) if given]
+    if clash:
+        raise CLIError(f"--auto segments everything from its own grid of clicks; it does not take "
+                       f"{', '.join(clash)} (leave {'them' if len(clash) > 1 else 'it'} out, or drop --auto)")
+
+
+def settings(args) -> dict:
+    """The SAM2AutomaticMaskGenerator arguments the options give."""
+    return dict(points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,
+                pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_thresh,
+                box_nms_thresh=args.box_nms_thresh, crop_n_layers=args.crop_layers,
+                min_mask_region_area=args.min_region_area, use_m2m=args.m2m, output_mode="uncompressed_rle")
+
+
+def run_auto(args, console: Console, out: Path, load_image) -> dict:
+    t_start = time.perf_counter()
+    path = (args.image or sample("sample_photo.png")).expanduser()
+    image = load_image(path)
+    h, w = image.shape[:2]
+    model, model_info = load_model(args, console, args.resolution)
+    gen = SAM2AutomaticMaskGenerator(model, **settings(args))
+    bar = None
+
+    def progress(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = console.progress(total=total, desc="click batches", unit="batch")
+        bar.update(1)
+
+    gen.progress = progress
+    t0 = time.perf_counter()
+    try:
+        records = gen.generate(image)
+    finally:
+        if bar is not None:
+            bar.close()
+    generate_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    masks = [rle_to_mask(r["segmentation"]) for r in records]
+    digits = max(3, len(str(len(records) - 1)))
+    annotations = []
+    for k, (r, m) in enumerate(zip(records, masks)):
+        name = f"mask_{k:0{digits}d}.png"
+        mask_png(m).save(out / name)
+        annotations.append({
+            "id": k + 1, "image_id": 1, "category_id": 1, "iscrowd": 0,
+            "segmentation": coco_encode_rle(r["segmentation"]), "area": r["area"],
+            "bbox": r["bbox"], "predicted_iou": round(r["predicted_iou"], 6),
+            "stability_score": round(r["stability_score"], 6), "point_coords": r["point_coords"],
+            "crop_box": r["crop_box"], "mask_file": name})
+    tint(image, masks, [colour(k) for k in range(len(masks))]).save(out / "composite.png")
+    write_s = time.perf_counter() - t0
+    results = {
+        "sam2kit_version": sam2kit.__version__, "command": "image --auto",
+        **{k: v for k, v in model_info.items() if k != "load_model_s"},
+        "settings": {k: v for k, v in settings(args).items() if k != "output_mode"},
+        "bbox_format": "[x, y, width, height] (COCO): x, y the top-left pixel, width = last column - "
+                       "first column (as the reference's records)",
+        "timings_s": {"load_model": model_info["load_model_s"], "generate": round(generate_s, 4),
+                      "write": round(write_s, 4), "total": round(time.perf_counter() - t_start, 4)},
+        "images": [{"id": 1, "file_name": str(path.resolve()), "width": w, "height": h}],
+        "categories": [{"id": 1, "name": "object"}],
+        "annotations": annotations,
+    }
+    save_json(results, out / "results.json")
+    return results
+
+
+def summary_auto(results: dict, output: Path) -> str:
+    t, img = results["timings_s"], results["images"][0]
+    s = results["settings"]
+    anns = results["annotations"]
+    lines = [f"image    {img['file_name']} ({img['width']}x{img['height']})",
+             f"model    {results['model_config']} at {results['resolution']} px on {results['device']}",
+             f"grid     {s['points_per_side']}x{s['points_per_side']} clicks, crop layers {s['crop_n_layers']}",
+             f"timings  load {t['load_model']:.2f} s, generate {t['generate']:.2f} s, write {t['write']:.2f} s"]
+    if anns:
+        areas = np.array([a["area"] for a in anns])
+        lines.append(f"masks    {len(anns)}: areas {areas.min()} to {areas.max()} pixels, predicted IoU "
+                     f"{min(a['predicted_iou'] for a in anns):.3f} to {max(a['predicted_iou'] for a in anns):.3f}")
+    else:
+        lines.append("masks    none passed the thresholds (lower --pred-iou-thresh / --stability-thresh)")
+    lines.append(f"wrote    {len(anns)} masks, composite.png, results.json to {output}")
+    return "\n".join(lines)
