@@ -19,7 +19,7 @@ from .outputs import colour, mask_png, save_json, tint
 HELP = """\
 --auto: segment everything. A grid of single clicks covers the image; each click's candidate
 masks are kept if their predicted IoU and stability pass the thresholds, duplicates are removed
-by box NMS. Writes mask_000.png ... (one per mask, largest predicted IoU first), composite.png
+by box NMS. Writes mask_000.png ... (one per mask, in the generator's order), composite.png
 (all masks in distinct colours) and results.json (COCO style: annotations with the RLE
 segmentation as a COCO compressed string, bbox [x, y, w, h], area, predicted_iou,
 stability_score, point_coords, crop_box; the image, the settings and timings)."""
