@@ -32,6 +32,8 @@ class FrameOutput:
     pred_masks: [1, 1, S/4, S/4] float32 low-res logits (holes filled); obj_ptr: [1, 256];
     object_score_logits: [1, 1]; maskmem_features: [1, 64, S/16, S/16] bfloat16, or None
     before the memory encoder has run. While spilled, the two large tensors live on disk.
+    key_cache: what memory attention derived from maskmem_features while this frame is in
+    an object's memory (see MemoryFrame.cache); emptied when the features change or leave.
     """
 
     pred_masks: torch.Tensor | None
@@ -39,6 +41,7 @@ class FrameOutput:
     object_score_logits: torch.Tensor
     maskmem_features: torch.Tensor | None
     spill_path: Path | None = None
+    key_cache: dict = field(default_factory=dict, repr=False)
 
     @property
     def spilled(self) -> bool:
@@ -55,6 +58,8 @@ class ObjectState:
     uid: int = field(default_factory=lambda: next(_uid))
     point_inputs: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     mask_inputs: dict[int, torch.Tensor] = field(default_factory=dict)
+    # results whose key_cache the last tracking step filled (its memory frames)
+    key_cached: list[FrameOutput] = field(default_factory=list)
     cond: dict[int, FrameOutput] = field(default_factory=dict)
     non_cond: dict[int, FrameOutput] = field(default_factory=dict)
     temp_cond: dict[int, FrameOutput] = field(default_factory=dict)
@@ -157,6 +162,7 @@ class VideoSession:
         out.object_score_logits = out.object_score_logits.to(dev)
         if out.maskmem_features is not None:
             out.maskmem_features = out.maskmem_features.to(torch.bfloat16).to(dev)
+        out.key_cache.clear()
         return out
 
     def load(self, out: FrameOutput) -> FrameOutput:
@@ -178,6 +184,7 @@ class VideoSession:
             torch.save(data, out.spill_path)
         out.pred_masks = None
         out.maskmem_features = None
+        out.key_cache.clear()
 
     def discard(self, out: FrameOutput) -> None:
         if out.spill_path is not None:

@@ -41,13 +41,14 @@ class SAM2VideoPredictor:
 
     @classmethod
     def from_pretrained(cls, model_id: str, device="cpu", image_size: int | None = None,
-                        revision: str | None = None, checkpoint: str | Path | None = None,
+                        revision: str | None = None, checkpoint: str | Path | None = None, *,
+                        precision: str = "fp32", compile: bool = False, quantize: str | None = None,
                         **kwargs) -> "SAM2VideoPredictor":
         """As ``SAM2ImagePredictor.from_pretrained``: a hub id, a model name or a local file."""
-        from .build import load_checkpoint, resolve_model_source
+        from .build import load_pretrained
 
-        config, path = resolve_model_source(model_id, checkpoint, image_size, revision)
-        return cls(load_checkpoint(config, path, device), **kwargs)
+        return cls(load_pretrained(model_id, device, image_size, revision, checkpoint, precision, compile,
+                                   quantize), **kwargs)
 
     @property
     def image_size(self) -> int:
@@ -220,7 +221,12 @@ class SAM2VideoPredictor:
         for t_pos, out in slots:
             s.load(out)
             pos = s.maskmem_pos.to(s.device)
-            memories.append(MemoryFrame(out.maskmem_features.to(s.device), pos, t_pos))
+            memories.append(MemoryFrame(out.maskmem_features.to(s.device), pos, t_pos, out.key_cache))
+        used = [out for _, out in slots]
+        for out in obj.key_cached:  # frames that left this object's memory: free their keys
+            if not any(out is u for u in used):
+                out.key_cache.clear()
+        obj.key_cached = used
 
         max_ptrs = min(s.num_frames, cfg.max_obj_ptrs_in_encoder)
         sign = -1 if reverse else 1
@@ -256,6 +262,7 @@ class SAM2VideoPredictor:
                         mem = self._encode_memory(s, feats, high_res, out.object_score_logits.to(s.device),
                                                   from_points=True)
                         out.maskmem_features = mem.to(torch.bfloat16).to(s.storage_device)
+                        out.key_cache.clear()
                     if frame_idx in kept and kept[frame_idx] is not out:
                         s.discard(kept[frame_idx])
                     kept[frame_idx] = out

@@ -42,3 +42,17 @@ class LayerNorm2d(nn.Module):
         x = (x - u) / torch.sqrt(s + self.eps)
         return self.weight[:, None, None] * x + self.bias[:, None, None]
 
+
+def weights_key(*tensors: torch.Tensor) -> tuple:
+    """A cache key for values derived from weights: it changes when a tensor is replaced
+    (new storage), moved, cast, reshaped, or edited in place (where torch keeps a version
+    counter; tensors made under inference mode keep none). A cache must also hold the tensors
+    themselves, so that their memory cannot be reused by other tensors while the key lives."""
+    key = []
+    for t in tensors:
+        try:
+            version = t._version
+        except RuntimeError:  # an inference tensor
+            version = -1
+        key.append((str(t.device), t.dtype, t.data_ptr(), tuple(t.shape), t.stride(), version))
+    return tuple(key)

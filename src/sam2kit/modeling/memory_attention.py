@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from functools import cached_property
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -23,15 +26,20 @@ class MemoryAttentionLayer(nn.Module):
         self.norm2 = nn.LayerNorm(d_model)
         self.norm3 = nn.LayerNorm(d_model)
 
-    def forward(self, tgt: torch.Tensor, memory: torch.Tensor, memory_pos: torch.Tensor,
-                num_k_exclude_rope: int) -> torch.Tensor:
+    def forward(self, tgt: torch.Tensor, bank: "MemoryBank") -> torch.Tensor:
         t = self.norm1(tgt)
         tgt = tgt + self.self_attn(t, t, t)
         t = self.norm2(tgt)
-        tgt = tgt + self.cross_attn_image(t, memory + memory_pos, memory,
-                                          num_k_exclude_rope=num_k_exclude_rope)
+        tgt = tgt + self.cross_attn_image.attend_memory(t, self._keys(bank), bank.values)
         t = self.norm3(tgt)
         return tgt + self.linear2(F.relu(self.linear1(t)))
+
+    def _keys(self, bank: "MemoryBank") -> torch.Tensor:
+        attn = self.cross_attn_image
+        parts = [attn.memory_keys(m.features, m.pos, m.tpos, m.cache) for m in bank.frames]
+        if bank.pointers is not None:
+            parts.append(attn.pointer_keys(*bank.pointers))
+        return torch.cat(parts, dim=1)
 
 
 class MemoryAttention(nn.Module):
@@ -43,11 +51,39 @@ class MemoryAttention(nn.Module):
         )
         self.norm = nn.LayerNorm(d_model)
 
-    def forward(self, curr: torch.Tensor, curr_pos: torch.Tensor, memory: torch.Tensor,
-                memory_pos: torch.Tensor, num_obj_ptr_tokens: int = 0) -> torch.Tensor:
-        """curr, curr_pos: [B, HW, C] current frame tokens; memory, memory_pos: [B, M, 64] with
-        the last ``num_obj_ptr_tokens`` tokens being object pointers (no RoPE). Returns [B, HW, C]."""
+    def forward(self, curr: torch.Tensor, curr_pos: torch.Tensor, bank: "MemoryBank") -> torch.Tensor:
+        """curr, curr_pos: [B, HW, C] current frame tokens and their position encoding;
+        bank: the memories and object pointers they attend to. Returns [B, HW, C]."""
         x = curr + 0.1 * curr_pos
         for layer in self.layers:
-            x = layer(x, memory, memory_pos, num_obj_ptr_tokens)
+            x = layer(x, bank)
         return self.norm(x)
+
+
+@dataclass
+class MemoryTokens:
+    """One memory frame as tokens: features [B, HW, 64] (the values, and the keys' input),
+    their spatial position encoding pos [1 or B, HW, 64], the temporal encoding of its slot
+    tpos [64], and ``cache``: a dict that belongs to these features (None: no caching)."""
+
+    features: torch.Tensor
+    pos: torch.Tensor
+    tpos: torch.Tensor
+    cache: dict | None = None
+
+
+@dataclass
+class MemoryBank:
+    """What the current frame attends to: memory frames (rotated keys) and object-pointer
+    tokens with their position encodings ([B, P, 64] each; not rotated), or None."""
+
+    frames: list[MemoryTokens]
+    pointers: tuple[torch.Tensor, torch.Tensor] | None
+
+    @cached_property
+    def values(self) -> torch.Tensor:
+        """[B, M, 64]: every memory token, then the pointer tokens."""
+        vals = [m.features for m in self.frames]
+        if self.pointers is not None:
+            vals.append(self.pointers[0])
+        return torch.cat(vals, dim=1)

@@ -71,8 +71,9 @@ class PositionEmbeddingRandom(nn.Module):
         self.register_buffer("positional_encoding_gaussian_matrix", torch.randn(2, num_pos_feats))
 
     def _encode(self, coords: torch.Tensor) -> torch.Tensor:
-        coords = 2 * coords - 1
-        coords = coords @ self.positional_encoding_gaussian_matrix
+        coords = 2 * coords.float() - 1
+        with torch.autocast(coords.device.type, enabled=False):  # phases need fp32
+            coords = coords @ self.positional_encoding_gaussian_matrix.float()
         coords = 2 * math.pi * coords
         return torch.cat([torch.sin(coords), torch.cos(coords)], dim=-1)
 
@@ -105,10 +106,3 @@ def axial_rope_angles(dim: int, end_x: int, end_y: int, theta: float = 10000.0) 
     t_y = torch.div(t, end_x, rounding_mode="floor")
     return torch.cat([torch.outer(t_x, freqs), torch.outer(t_y, freqs)], dim=-1)
 
-
-def rope_rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate consecutive channel pairs of x [..., N, D] by angles given as cos/sin [N, D/2]."""
-    xf = x.float().unflatten(-1, (-1, 2))
-    xr, xi = xf[..., 0], xf[..., 1]
-    out = torch.stack((xr * cos - xi * sin, xr * sin + xi * cos), dim=-1)
-    return out.flatten(-2).type_as(x)

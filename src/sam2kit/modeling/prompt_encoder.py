@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import LayerNorm2d
+from .common import LayerNorm2d, weights_key
 from .position_encoding import PositionEmbeddingRandom
 
 # point labels: 0 background, 1 foreground, 2 / 3 box corners, -1 padding (not a point)
@@ -45,10 +45,9 @@ class PromptEncoder(nn.Module):
     def get_dense_pe(self) -> torch.Tensor:
         """Position encoding of the image embedding grid: [1, C, h, w].
 
-        Cached; the key follows the Gaussian matrix's storage and version, so loading new
-        weights or moving the module recomputes it."""
-        m = self.pe_layer.positional_encoding_gaussian_matrix
-        key = (str(m.device), m.data_ptr(), m._version)
+        Cached; the key follows the Gaussian matrix (``weights_key``), so loading new weights
+        or moving the module recomputes it."""
+        key = weights_key(self.pe_layer.positional_encoding_gaussian_matrix)
         if key not in self._dense_pe:
             self._dense_pe = {key: self.pe_layer(self.image_embedding_size).unsqueeze(0)}
         return self._dense_pe[key]

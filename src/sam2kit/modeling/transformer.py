@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import MLP
-from .position_encoding import axial_rope_angles, rope_rotate
+from .common import MLP, weights_key
+from .position_encoding import axial_rope_angles
 
 
 class Attention(nn.Module):
@@ -41,43 +41,133 @@ class Attention(nn.Module):
 
 
 class RoPEAttention(Attention):
-    """Attention with 2-D axial rotary encodings on a square token grid.
+    """Attention with 2-D axial rotary encodings on a square token grid (memory attention).
 
-    Queries are one HxW grid. Keys are ``r`` such grids (memory frames; ``rope_k_repeat``)
-    followed by ``num_k_exclude_rope`` tokens (object pointers) that are not rotated.
+    Queries are one HxW grid. Keys are the same grid (self-attention) or memories: ``r`` such
+    grids (memory frames; ``rope_k_repeat``) followed by tokens that are not rotated (object
+    pointers).
+
+    Inside, the query and key channels of each head are reordered, evens then odds, so that a
+    rotation acts on two contiguous halves; queries and keys are reordered alike, so every
+    attention score is the same. Everything derived from the weights alone (the reordered
+    projections, RoPE tables, the keys' position and slot terms) is computed once and cached,
+    keyed by the weights (``weights_key``) so that loading or moving weights recomputes it.
     """
 
     def __init__(self, *args, rope_theta: float = 10000.0, rope_k_repeat: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.rope_theta = rope_theta
         self.rope_k_repeat = rope_k_repeat
-        self._rope_cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._consts: dict[tuple, object] = {}
+
+    def _cached(self, name: tuple, tensors: tuple[torch.Tensor, ...], make):
+        """``make()``, cached under ``name`` and the identity of ``tensors`` (held with it)."""
+        if torch.is_grad_enabled():  # training: no cache, keep the graph
+            return make()
+        key = (name, weights_key(*tensors))
+        if key not in self._consts:
+            if len(self._consts) > 64:  # entries of old weights or sizes
+                self._consts.clear()
+            self._consts[key] = (tensors, make())
+        return self._consts[key][1]
+
+    def _qk_weights(self) -> tuple[torch.Tensor, ...]:
+        """q/k projections with each head's channels in half layout (evens, then odds)."""
+        weights = (self.q_proj.weight, self.q_proj.bias, self.k_proj.weight, self.k_proj.bias)
+
+        def make():
+            d = self.internal_dim // self.num_heads
+            half = torch.cat([torch.arange(0, d, 2), torch.arange(1, d, 2)])
+            perm = (torch.arange(self.num_heads)[:, None] * d + half).flatten().to(weights[0].device)
+            return tuple(t[perm] for t in weights)
+        if torch.is_grad_enabled():
+            return make()
+        key = weights_key(*weights)
+        if self._consts.get("weights") != key:  # new weights: everything derived is stale
+            self._consts = {"weights": key}
+        return self._cached(("qk",), weights, make)
 
     def rope_tables(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        key = (n, str(device))
-        if key not in self._rope_cache:
+        """cos and sin [n, d/2] of the rotation angles of an n-token square grid."""
+        def make():
             side = int(round(n ** 0.5))
             if side * side != n:
                 raise ValueError(f"RoPE attention needs a square token grid, got {n} tokens")
             ang = axial_rope_angles(self.internal_dim // self.num_heads, side, side, self.rope_theta)
-            self._rope_cache[key] = (ang.cos().to(device), ang.sin().to(device))
-        return self._rope_cache[key]
+            return ang.cos().to(device), ang.sin().to(device)
+        return self._cached(("rope", n, str(device)), (), make)
+
+    def _rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        """Rotate [B, nH, N, d] (half layout) by the angles of its N positions."""
+        a, b = x.chunk(2, dim=-1)
+        return torch.cat((a * cos - b * sin, a * sin + b * cos), dim=-1)
+
+    def _queries(self, q: torch.Tensor) -> torch.Tensor:
+        wq, bq, _, _ = self._qk_weights()
+        q = self._heads(F.linear(q, wq, bq))
+        return self._rotate(q, *self.rope_tables(q.shape[-2], q.device))
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
                 num_k_exclude_rope: int = 0) -> torch.Tensor:
-        q, k, v = self._heads(self.q_proj(q)), self._heads(self.k_proj(k)), self._heads(self.v_proj(v))
+        _, _, wk, bk = self._qk_weights()
+        q = self._queries(q)
+        k, v = self._heads(F.linear(k, wk, bk)), self._heads(self.v_proj(v))
         n = q.shape[-2]
         cos, sin = self.rope_tables(n, q.device)
-        q = rope_rotate(q, cos, sin)
         n_rope = k.shape[-2] - num_k_exclude_rope
         if n_rope > 0:
             if n_rope != n and not self.rope_k_repeat:
                 raise ValueError("keys and queries differ in length but rope_k_repeat is off")
-            r = n_rope // n
-            k_rope = k[:, :, :n_rope].unflatten(2, (r, n))  # [B, nH, r, N, d]
-            k_rope = rope_rotate(k_rope, cos, sin).flatten(2, 3)
+            k_rope = self._rotate(k[:, :, :n_rope].unflatten(2, (n_rope // n, n)), cos, sin).flatten(2, 3)
             k = torch.cat([k_rope, k[:, :, n_rope:]], dim=2) if num_k_exclude_rope else k_rope
         return self.out_proj(self._merge(F.scaled_dot_product_attention(q, k, v)))
+
+    # ---- memory cross-attention: keys prepared per memory, values projected after ----------
+
+    def memory_keys(self, features: torch.Tensor, pos: torch.Tensor, tpos: torch.Tensor,
+                    cache: dict | None = None) -> torch.Tensor:
+        """Rotated keys [B, N, C] (half layout) of one memory frame: features [B, N, kv_dim],
+        its position encoding pos [1 or B, N, kv_dim], the slot's temporal encoding tpos
+        [kv_dim]. The key is linear in their sum, so it splits into the features' part, kept
+        in ``cache`` (a dict that belongs to this memory frame and is emptied when its
+        features change), so that a memory is projected once however many frames read it;
+        and the position-and-slot part, cached here per slot."""
+        _, _, wk, bk = self._qk_weights()
+        cos, sin = self.rope_tables(features.shape[1], features.device)
+
+        def rotate(x):
+            return self._merge(self._rotate(self._heads(x), cos, sin))
+
+        def features_part():
+            return rotate(F.linear(features, wk))
+
+        if cache is not None and not torch.is_grad_enabled():
+            key = (id(self), weights_key(wk))
+            if key not in cache:
+                cache[key] = (wk, features_part())
+            part = cache[key][1]
+        else:
+            part = features_part()
+        slot = self._cached(("slot",), (wk, bk, pos, tpos), lambda: rotate(F.linear(pos + tpos, wk, bk)))
+        return part + slot
+
+    def pointer_keys(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """Keys [B, P, C] (half layout, not rotated) of object-pointer tokens [B, P, kv_dim]."""
+        _, _, wk, bk = self._qk_weights()
+        return F.linear(tokens + pos, wk, bk)
+
+    def attend_memory(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+        """x [B, N, C] attends to keys [B, M, C] (``memory_keys``/``pointer_keys``) with
+        values given unprojected [B, M, kv_dim]. With one head, the value projection is
+        applied after the attention (softmax rows sum to one, so P(VW + b) = (PV)W + b): the
+        weighted sum then runs over kv_dim channels instead of C."""
+        q = self._queries(x)
+        k = self._heads(keys)
+        if self.num_heads == 1:
+            out = F.scaled_dot_product_attention(q, k, values.unsqueeze(1))
+            return self.out_proj(self.v_proj(out.squeeze(1)))
+        out = F.scaled_dot_product_attention(q, k, self._heads(self.v_proj(values)))
+        return self.out_proj(self._merge(out))
 
 
 class TwoWayAttentionBlock(nn.Module):
