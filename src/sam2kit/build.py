@@ -12,6 +12,7 @@ from .configs import CONFIGS, SAM2Config, get_config
 from .devices import resolve_device
 from .hub import CheckpointNotFoundError, download_checkpoint, how_to_get
 from .modeling.sam2 import SAM2Model
+from .modes import apply_modes, check_modes
 
 __all__ = ["build_sam2", "build_sam2_video_predictor", "build_model", "load_checkpoint", "load_state_dict_file",
            "identify_config", "CheckpointError", "CheckpointNotFoundError"]
@@ -27,26 +28,45 @@ def build_model(config: SAM2Config, device="cpu") -> SAM2Model:
 
 
 def build_sam2(name: str, checkpoint: str | Path | None = None, device="cpu",
-               image_size: int | None = None, revision: str | None = None) -> SAM2Model:
+               image_size: int | None = None, revision: str | None = None, *,
+               precision: str = "fp32", compile: bool = False, quantize: str | None = None) -> SAM2Model:
     """Build ``name`` (``sam2-hiera-tiny``, ..., or a hub id such as ``facebook/sam2.1-hiera-large``)
     with its official weights.
 
     checkpoint: a local ``.pt`` file; None fetches the official file through the hub cache
     (``revision`` picks a hub revision). image_size: the input resolution, None keeps 1024.
+    precision ("fp32" or "bf16"), compile, quantize (None or "int8"): opt-in faster modes
+    (``sam2kit.modes``).
     """
+    check_modes(precision, compile, quantize)
     config = get_config(name, image_size)
     if checkpoint is None:
         checkpoint = download_checkpoint(config, revision)
-    return load_checkpoint(config, checkpoint, device)
+    return apply_modes(load_checkpoint(config, checkpoint, device), precision, compile, quantize)
 
 
 def build_sam2_video_predictor(name: str, checkpoint: str | Path | None = None, device="cpu",
-                               image_size: int | None = None, revision: str | None = None, **kwargs):
-    """A ``SAM2VideoPredictor`` for ``name`` (as ``build_sam2``); keyword arguments go to the
-    predictor (``fill_hole_area``, ``non_overlap_masks``, ...)."""
+                               image_size: int | None = None, revision: str | None = None, *,
+                               precision: str = "fp32", compile: bool = False, quantize: str | None = None,
+                               **kwargs):
+    """A ``SAM2VideoPredictor`` for ``name`` (as ``build_sam2``); other keyword arguments go to
+    the predictor (``fill_hole_area``, ``non_overlap_masks``, ...)."""
     from .video_predictor import SAM2VideoPredictor
 
-    return SAM2VideoPredictor(build_sam2(name, checkpoint, device, image_size, revision), **kwargs)
+    model = build_sam2(name, checkpoint, device, image_size, revision, precision=precision,
+                       compile=compile, quantize=quantize)
+    return SAM2VideoPredictor(model, **kwargs)
+
+
+def load_pretrained(model_id: str, device="cpu", image_size: int | None = None, revision: str | None = None,
+                    checkpoint: str | Path | None = None, precision: str = "fp32", compile: bool = False,
+                    quantize: str | None = None) -> SAM2Model:
+    """The model behind the predictors' ``from_pretrained``: a hub id, a model name or the path
+    of a local checkpoint file (its configuration identified from its contents), in the
+    given modes."""
+    check_modes(precision, compile, quantize)
+    config, path = resolve_model_source(model_id, checkpoint, image_size, revision)
+    return apply_modes(load_checkpoint(config, path, device), precision, compile, quantize)
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:

@@ -30,14 +30,17 @@ class SAM2ImagePredictor:
 
     @classmethod
     def from_pretrained(cls, model_id: str, device="cpu", image_size: int | None = None,
-                        revision: str | None = None, checkpoint: str | Path | None = None,
+                        revision: str | None = None, checkpoint: str | Path | None = None, *,
+                        precision: str = "fp32", compile: bool = False, quantize: str | None = None,
                         **kwargs) -> "SAM2ImagePredictor":
         """model_id: a hub id (``facebook/sam2-hiera-tiny``), a model name (``sam2.1-hiera-large``)
-        or the path of a local checkpoint file. Other keyword arguments go to the constructor."""
-        from .build import load_checkpoint, resolve_model_source
+        or the path of a local checkpoint file. precision ("fp32"/"bf16"), compile and quantize
+        (None/"int8") pick opt-in faster modes (``sam2kit.modes``). Other keyword arguments go
+        to the constructor."""
+        from .build import load_pretrained
 
-        config, path = resolve_model_source(model_id, checkpoint, image_size, revision)
-        return cls(load_checkpoint(config, path, device), **kwargs)
+        return cls(load_pretrained(model_id, device, image_size, revision, checkpoint, precision, compile,
+                                   quantize), **kwargs)
 
     @property
     def device(self) -> torch.device:

@@ -7,6 +7,8 @@ and module names equal the official checkpoint keys, so loading is a strict
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -18,7 +20,7 @@ from .common import MLP
 from .hiera import Hiera
 from .image_encoder import FpnNeck, ImageEncoder
 from .mask_decoder import DecoderOutput, MaskDecoder
-from .memory_attention import MemoryAttention
+from .memory_attention import MemoryAttention, MemoryBank, MemoryTokens
 from .memory_encoder import MemoryEncoder
 from .position_encoding import sine_pe_1d
 from .prompt_encoder import PromptEncoder
@@ -65,17 +67,44 @@ class HeadOutput:
 class MemoryFrame:
     """One past frame's memory as memory attention reads it: features [B, 64, h, w] (any
     float dtype; computed in fp32), their position encoding [B, 64, h, w], and the slot
-    ``t_pos``: 0 for conditioning frames, 1..num_maskmem-1 for the frames before."""
+    ``t_pos``: 0 for conditioning frames, 1..num_maskmem-1 for the frames before.
+    ``cache``: a dict kept with these features (emptied or replaced whenever they change)
+    where memory attention keeps what it derives from them; None: nothing is kept."""
 
     features: torch.Tensor
     pos: torch.Tensor
     t_pos: int
+    cache: dict | None = None
+
+
+def _to_fp32(x):
+    if isinstance(x, torch.Tensor):
+        return x.float() if x.is_floating_point() else x
+    if isinstance(x, (tuple, list)):
+        return type(x)(_to_fp32(v) for v in x)
+    if dataclasses.is_dataclass(x):
+        return dataclasses.replace(x, **{f.name: _to_fp32(getattr(x, f.name)) for f in dataclasses.fields(x)})
+    return x
+
+
+def _precision(method):
+    """Run a model method in the model's precision (``sam2kit.modes``): under bf16 autocast
+    when it is "bf16", always returning fp32 tensors."""
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        if self.precision == "fp32" or torch.is_autocast_enabled(self.device.type):
+            return method(self, *args, **kwargs)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16):
+            out = method(self, *args, **kwargs)
+        return _to_fp32(out)
+    return run
 
 
 class SAM2Model(nn.Module):
     def __init__(self, config: SAM2Config):
         super().__init__()
         self.config = config
+        self.precision = "fp32"  # or "bf16" (sam2kit.modes.apply_modes)
         c, mem = config.d_model, config.mem_dim
         trunk = Hiera(config.embed_dim, config.num_heads, config.stages, config.global_att_blocks,
                       config.window_spec, config.window_pos_embed_bkg_spatial_size)
@@ -117,6 +146,7 @@ class SAM2Model(nn.Module):
 
     # ---- image ---------------------------------------------------------------------------
 
+    @_precision
     def encode_image(self, images: torch.Tensor) -> ImageFeatures:
         """images: [B, 3, S, S] float, normalised with PIXEL_MEAN / PIXEL_STD."""
         feats, pos = self.image_encoder(images)
@@ -132,6 +162,7 @@ class SAM2Model(nn.Module):
         embedding added (what SAM 2 was trained with on frames without memory). [B, 256, h, w]"""
         return feats.vision_features + self.no_mem_embed.view(1, -1, 1, 1)
 
+    @_precision
     def decode_masks(self, image_embed: torch.Tensor, high_res: tuple[torch.Tensor, torch.Tensor],
                      points: tuple[torch.Tensor, torch.Tensor] | None, mask_input: torch.Tensor | None,
                      multimask_output: bool) -> DecoderOutput:
@@ -161,6 +192,7 @@ class SAM2Model(nn.Module):
 
     # ---- video tracking steps (stateless; the video predictor chooses the memories) ------
 
+    @_precision
     def condition_on_memory(self, feats: ImageFeatures, memories: list[MemoryFrame],
                             obj_ptrs: list[tuple[int, torch.Tensor]], max_obj_ptrs: int) -> torch.Tensor:
         """Fuse the frame's stride-16 features [B, 256, h, w] with memories of past frames
@@ -171,12 +203,11 @@ class SAM2Model(nn.Module):
         if not memories and not obj_ptrs:
             return self.image_embedding(feats)
         cfg = self.config
-        mem, mem_pos = [], []
-        for m in memories:
-            mem.append(m.features.float().flatten(2).transpose(1, 2))  # [B, hw, 64]
-            tpos = self.maskmem_tpos_enc[cfg.num_maskmem - m.t_pos - 1].view(1, 1, -1)
-            mem_pos.append(m.pos.float().flatten(2).transpose(1, 2) + tpos)
-        num_ptr_tokens = 0
+        frames = [MemoryTokens(m.features.float().flatten(2).transpose(1, 2),  # [B, hw, 64]
+                               m.pos.float().flatten(2).transpose(1, 2),
+                               self.maskmem_tpos_enc[cfg.num_maskmem - m.t_pos - 1].view(-1), m.cache)
+                  for m in memories]
+        pointers = None
         if obj_ptrs:
             offsets = torch.tensor([o for o, _ in obj_ptrs], device=x.device)
             ptrs = torch.stack([p for _, p in obj_ptrs], dim=1)  # [B, N, 256]
@@ -189,18 +220,15 @@ class SAM2Model(nn.Module):
                 ptr_pos = ptrs.new_zeros(b, len(obj_ptrs), cfg.mem_dim)
             split = c // cfg.mem_dim  # each 256-d pointer becomes 4 tokens of 64
             ptrs = ptrs.reshape(b, -1, split, cfg.mem_dim).flatten(1, 2)  # [B, 4N, 64]
-            mem.append(ptrs)
-            mem_pos.append(ptr_pos.repeat_interleave(split, dim=1))
-            num_ptr_tokens = ptrs.shape[1]
+            pointers = (ptrs, ptr_pos.repeat_interleave(split, dim=1))
         out = self.memory_attention(
             curr=x.flatten(2).transpose(1, 2),  # [B, hw, 256]
             curr_pos=feats.vision_pos.flatten(2).transpose(1, 2),
-            memory=torch.cat(mem, dim=1),
-            memory_pos=torch.cat(mem_pos, dim=1),
-            num_obj_ptr_tokens=num_ptr_tokens,
+            bank=MemoryBank(frames, pointers),
         )
         return out.transpose(1, 2).reshape(b, c, h, w)
 
+    @_precision
     def sam_heads(self, pix_feat: torch.Tensor, high_res: tuple[torch.Tensor, torch.Tensor],
                   points: tuple[torch.Tensor, torch.Tensor] | None, mask_inputs: torch.Tensor | None,
                   multimask_output: bool) -> HeadOutput:
@@ -231,6 +259,7 @@ class SAM2Model(nn.Module):
         obj_ptr = self._gate_obj_ptr(self.obj_ptr_proj(token), appearing.float())
         return HeadOutput(low_res, high_res_masks, out.iou, obj_ptr, out.object_score_logits)
 
+    @_precision
     def mask_as_output(self, feats: ImageFeatures, mask_inputs: torch.Tensor) -> HeadOutput:
         """Take a binary mask prompt [B, 1, S, S] as the output itself (as SAM 2 does for mask
         prompts); the decoder only supplies the object pointer."""
@@ -248,6 +277,7 @@ class SAM2Model(nn.Module):
     def _gate_obj_ptr(self, obj_ptr: torch.Tensor, appearing: torch.Tensor) -> torch.Tensor:
         return appearing * obj_ptr + (1 - appearing) * self.no_obj_ptr
 
+    @_precision
     def encode_memory(self, feats: ImageFeatures, high_res_masks: torch.Tensor,
                       object_score_logits: torch.Tensor, binarize: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Memory of a frame from its features and mask logits [B, 1, S, S]: features

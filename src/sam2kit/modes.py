@@ -1,0 +1,81 @@
+"""Opt-in faster modes: bfloat16 compute, torch.compile, int8 dynamic quantisation.
+
+The default is none of them: fp32, eager, outputs within float tolerance of the reference.
+Each mode trades accuracy or start-up time for speed (README, "Speed"; accuracy figures from
+``benchmarks/accuracy.py``). Lower resolution (``image_size=512``) is the fourth lever; it is
+a model configuration, not a mode here.
+
+- ``precision="bf16"``: matrix products, convolutions and attention run in bfloat16 under
+  autocast (layer norms, softmax and the prompt position encodings stay fp32); every model
+  output is returned as fp32, so predictors and stored memories are unchanged. Fast on CPUs
+  with AMX or AVX-512 bf16 instructions, refused on CPUs without them.
+- ``compile=True``: the image encoder is compiled with ``torch.compile`` (Inductor; needs a C++
+  compiler on the CPU). The first image takes a minute or more; later ones are faster.
+- ``quantize="int8"``: linear layers get int8 weights with activations quantised on the fly
+  (``torch.ao.quantization.quantize_dynamic``), except the memory-attention query/key
+  projections, whose weights RoPE attention reads directly.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import torch
+from torch import nn
+
+PRECISIONS = ("fp32", "bf16")
+QUANTIZE = (None, "int8")
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether bf16 compute is worth it on ``device`` (a CPU with AMX / AVX-512 bf16, any
+    CUDA GPU with bf16 support)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def check_modes(precision: str = "fp32", compile: bool = False, quantize: str | None = None) -> None:
+    """Raise ValueError for a value that is not a mode."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    if quantize not in QUANTIZE:
+        raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
+    if not isinstance(compile, bool):
+        raise ValueError(f"compile must be True or False, got {compile!r}")
+
+
+def apply_modes(model, precision: str = "fp32", compile: bool = False, quantize: str | None = None):
+    """Switch ``model`` (a SAM2Model, weights loaded) to the given modes, in place; returns it."""
+    check_modes(precision, compile, quantize)
+    if precision == "bf16":
+        if not bf16_supported(model.device):
+            raise ValueError(f"bf16 is not supported on this {model.device.type.upper()} (it needs AMX or "
+                             "AVX-512 bf16 instructions on a CPU); use precision='fp32'")
+        if quantize:
+            raise ValueError("choose one of precision='bf16' and quantize='int8', not both")
+    model.precision = precision
+    if quantize == "int8":
+        if model.device.type != "cpu":
+            raise ValueError("int8 dynamic quantisation runs on the CPU only; use device='cpu'")
+        _quantize_int8(model)
+    if compile:
+        model.image_encoder.compile(dynamic=False)
+    return model
+
+
+def _quantize_int8(model: nn.Module) -> None:
+    from torch.ao.quantization import quantize_dynamic
+
+    from .modeling.transformer import RoPEAttention
+
+    skip = set()
+    for name, mod in model.named_modules():
+        if isinstance(mod, RoPEAttention):  # reads q_proj / k_proj weights itself
+            skip.update({f"{name}.q_proj", f"{name}.k_proj"})
+    targets = {name for name, mod in model.named_modules() if isinstance(mod, nn.Linear) and name not in skip}
+    with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao
+        warnings.simplefilter("ignore")
+        quantize_dynamic(model, targets, dtype=torch.qint8, inplace=True)
