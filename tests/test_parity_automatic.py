@@ -11,8 +11,8 @@ off (box_nms_thresh=1.0, crop_nms_thresh=1.0 with crops) to compare every candid
 
 Required per case: the same number of masks; each reference mask matched to one of ours with
 the same point and crop box (the best mask IoU among those, one to one) with mask IoU >= 0.99,
-|predicted_iou diff| and |stability_score diff| <= 1e-3, and the same bbox, area, crop box and
-point. Where at most 1000 boxes enter every NMS, the order must be the same too (torchvision's
+|predicted_iou diff| and |stability_score diff| <= 1e-3, the same crop box and point, the bbox
+within a pixel and the area within 0.1% (float rounding may flip a pixel whose logit is ~0). Where at most 1000 boxes enter every NMS, the order must be the same too (torchvision's
 batched_nms, which the reference uses, orders equal scores arbitrarily above 1000 boxes on the
 CPU: masks of one crop share the crop-NMS score). The figures are printed (-s shows them).
 Most cases run the model at image_size 512 to stay fast; one runs at the default 1024.
@@ -88,7 +88,10 @@ def _compare(name: str, ours: list[dict], ref: list[dict], ordered: bool) -> dic
         min_iou = min(min_iou, float(max(ious)))
         d_iou = max(d_iou, abs(o["predicted_iou"] - r["predicted_iou"]))
         d_stab = max(d_stab, abs(o["stability_score"] - r["stability_score"]))
-        assert o["bbox"] == r["bbox"] and o["area"] == r["area"], (name, j, o["bbox"], r["bbox"])
+        # float rounding (1e-7 on logits) may flip a pixel whose logit is ~0: boxes within a
+        # pixel, areas within 0.1%
+        assert np.abs(np.subtract(o["bbox"], r["bbox"])).max() <= 1, (name, j, o["bbox"], r["bbox"])
+        assert abs(o["area"] - r["area"]) <= max(1, 1e-3 * r["area"]), (name, j, o["area"], r["area"])
         assert o["crop_box"] == r["crop_box"] and o["point_coords"] == r["point_coords"], (name, j)
     assert min_iou >= 0.99 and d_iou <= 1e-3 and d_stab <= 1e-3, (name, min_iou, d_iou, d_stab)
     if ordered:
