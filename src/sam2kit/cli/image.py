@@ -81,17 +81,37 @@ def load_image(path: Path) -> np.ndarray:
                        "incomplete, export or download it again") from None
 
 
+BATCH = 16  # prompts decoded together (bounded: each returns its candidates at full size)
+
+
 def predict_all(predictor, prompts: list[P.Prompt], multimask: bool, console: Console):
-    """(masks, entries): each prompt's chosen mask and its results.json entry."""
+    """(masks, entries): each prompt's chosen mask and its results.json entry. Prompts of the
+    same shape (a grid's single clicks, several boxes) go through the decoder in batches:
+    the masks are those of one prompt at a time (up to float rounding)."""
+    results: dict[int, tuple] = {}
+    groups: dict[tuple, list[int]] = {}
+    for k, pr in enumerate(prompts):
+        groups.setdefault((len(pr.points), pr.box is not None), []).append(k)
+    batches = [ks[i:i + BATCH] for ks in groups.values() for i in range(0, len(ks), BATCH)]
+    with console.progress(total=len(prompts), desc="prompts", unit="prompt") as bar:
+        for ks in batches:
+            batch = [prompts[k] for k in ks]
+            has_points, has_box = bool(batch[0].points), batch[0].box is not None
+            t0 = time.perf_counter()
+            cand, scores, _ = predictor.predict(
+                point_coords=np.array([pr.points for pr in batch], dtype=np.float32) if has_points else None,
+                point_labels=np.array([pr.labels for pr in batch]) if has_points else None,
+                box=np.array([pr.box for pr in batch], dtype=np.float32) if has_box else None,
+                multimask_output=multimask)
+            dt = (time.perf_counter() - t0) / len(ks)
+            if len(ks) == 1 and scores.ndim == 1:  # a single prompt comes back without a batch axis
+                cand, scores = cand[None], scores[None]
+            for j, k in enumerate(ks):
+                results[k] = (cand[j], scores[j], dt)
+            bar.update(len(ks))
     masks, entries = [], []
-    for k, pr in enumerate(console.progress(prompts, desc="prompts", unit="prompt")):
-        t0 = time.perf_counter()
-        cand, scores, _ = predictor.predict(
-            point_coords=np.array(pr.points, dtype=np.float32) if pr.points else None,
-            point_labels=np.array(pr.labels) if pr.points else None,
-            box=np.array(pr.box, dtype=np.float32) if pr.box is not None else None,
-            multimask_output=multimask)
-        dt = time.perf_counter() - t0
+    for k, pr in enumerate(prompts):
+        cand, scores, dt = results[k]
         best = int(np.argmax(scores))
         mask = cand[best] > 0.5
         masks.append(mask)
