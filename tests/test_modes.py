@@ -209,3 +209,19 @@ def test_cli_modes(tiny_ckpt, tmp_path, capsys):
     assert rc == 0, capsys.readouterr().err
     res = json.loads((out / "results.json").read_text())
     assert res["int8"] is True and res["precision"] == "fp32" and len(res["prompts"]) == 9
+
+
+def test_grid_prompts_as_one_batch_match_one_at_a_time(tiny_ckpt):
+    """A 3x3 grid decoded in one call (the decoder runs it in passes of CPU_CHUNK) gives the
+    masks of nine separate calls, up to float rounding."""
+    pred = SAM2ImagePredictor.from_pretrained(tiny_ckpt, image_size=512)
+    img = synthetic_image(240, 320, 6)
+    pred.set_image(img)
+    grid = np.array([[(c + 0.5) * 320 / 3, (r + 0.5) * 240 / 3] for r in range(3) for c in range(3)])
+    masks, scores, low = pred.predict(grid[:, None, :], np.ones((9, 1)), multimask_output=True)
+    assert masks.shape == (9, 3, 240, 320) and scores.shape == (9, 3)
+    for k, p in enumerate(grid):
+        m1, s1, l1 = pred.predict(p[None], np.array([1]), multimask_output=True)
+        np.testing.assert_allclose(l1, low[k], atol=1e-5)
+        np.testing.assert_allclose(s1, scores[k], atol=1e-6)
+        assert (m1 == masks[k]).mean() >= 0.9999
