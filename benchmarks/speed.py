@@ -284,7 +284,7 @@ def child_profile(job: dict) -> dict:
         t = time.perf_counter()
         n = _track(pred, state, w, h, job["frames"])
         total = time.perf_counter() - t
-        spent = dict(spent)  # (the hooks keep adding to the old dict below)
+        timed = dict(spent)  # (the hooks keep adding to ``spent`` in the counting run below)
         _count_cpu_attention_flops()
         with FlopCounterMode(display=False) as fc:
             _track(pred, state, w, h, job["frames"])
@@ -293,7 +293,7 @@ def child_profile(job: dict) -> dict:
     for name, mod in parts.items():
         key = next(k for k in counts if k.endswith(type(mod).__name__) or k.endswith(name))
         flops[name] = sum(counts[key].values())
-    return {"frames": n, "total_s": total, "seconds": spent, "flops": flops,
+    return {"frames": n, "total_s": total, "seconds": timed, "flops": flops,
             "total_flops": sum(counts["Global"].values())}
 
 

@@ -225,3 +225,19 @@ def test_grid_prompts_as_one_batch_match_one_at_a_time(tiny_ckpt):
         np.testing.assert_allclose(l1, low[k], atol=1e-5)
         np.testing.assert_allclose(s1, scores[k], atol=1e-6)
         assert (m1 == masks[k]).mean() >= 0.9999
+
+
+def test_cpu_allocator_tuning():
+    """glibc keeps large freed buffers (no mmap per activation) unless turned off."""
+    import os
+    import platform
+    import subprocess
+    import sys
+
+    code = "from sam2kit.devices import tune_cpu_allocator as t; print(t(), t())"
+    off = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                         env={**os.environ, "SAM2KIT_MALLOC_TUNING": "0"})
+    assert off.stdout.split() == ["False", "False"]
+    on = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    glibc = sys.platform.startswith("linux") and platform.libc_ver()[0] == "glibc"
+    assert on.stdout.split() == [str(glibc)] * 2

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from .configs import CONFIGS, SAM2Config, get_config
-from .devices import resolve_device
+from .devices import resolve_device, tune_cpu_allocator
 from .hub import CheckpointNotFoundError, download_checkpoint, how_to_get
 from .modeling.sam2 import SAM2Model
 from .modes import apply_modes, check_modes
@@ -154,6 +154,8 @@ def load_checkpoint(config: SAM2Config, checkpoint: str | Path, device="cpu") ->
         model = SAM2Model(config)
     model.load_state_dict(sd, strict=True, assign=True)
     model.materialize_constants()
+    if device.type == "cpu":
+        tune_cpu_allocator()
     return model.to(device).eval()
 
 

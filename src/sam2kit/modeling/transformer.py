@@ -160,14 +160,37 @@ class RoPEAttention(Attention):
         """x [B, N, C] attends to keys [B, M, C] (``memory_keys``/``pointer_keys``) with
         values given unprojected [B, M, kv_dim]. With one head, the value projection is
         applied after the attention (softmax rows sum to one, so P(VW + b) = (PV)W + b): the
-        weighted sum then runs over kv_dim channels instead of C."""
+        weighted sum then runs over kv_dim channels instead of C. torch's fused CPU attention
+        needs equal key and value widths, so fp32 inference runs its own chunked attention."""
         q = self._queries(x)
         k = self._heads(keys)
         if self.num_heads == 1:
-            out = F.scaled_dot_product_attention(q, k, values.unsqueeze(1))
-            return self.out_proj(self.v_proj(out.squeeze(1)))
+            if q.dtype == torch.float32 and not torch.is_grad_enabled() \
+                    and not torch.is_autocast_enabled(q.device.type):
+                return self.out_proj(self.v_proj(chunked_attention(q[:, 0], k[:, 0], values)))
+            if not q.is_cpu:
+                out = F.scaled_dot_product_attention(q, k, values.unsqueeze(1).to(q.dtype))
+                return self.out_proj(self.v_proj(out.squeeze(1)))
         out = F.scaled_dot_product_attention(q, k, self._heads(self.v_proj(values)))
         return self.out_proj(self._merge(out))
+
+
+def chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk: int = 128) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v for q [B, N, d], k [B, M, d], v [B, M, dv], ``chunk`` queries
+    at a time (the scores of a chunk stay in cache; exp in place, normalised after the
+    product). Inference only (in-place and out= products)."""
+    b, n, d = q.shape
+    out = q.new_empty(b, n, v.shape[-1])
+    buf = q.new_empty(min(chunk, n), k.shape[1])
+    scale = d ** -0.5
+    for i in range(b):
+        kt, vi = k[i].t(), v[i].contiguous()
+        for j in range(0, n, chunk):
+            qs = q[i, j:j + chunk] * scale
+            s = torch.mm(qs, kt, out=buf[: qs.shape[0]])
+            s.sub_(s.amax(dim=-1, keepdim=True)).exp_()
+            torch.mm(s, vi, out=out[i, j:j + chunk]).div_(s.sum(dim=-1, keepdim=True))
+    return out
 
 
 class TwoWayAttentionBlock(nn.Module):
