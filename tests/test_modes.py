@@ -180,6 +180,11 @@ def test_compile_matches_eager():
     m1, s1, _ = eager.predict(np.array([[70, 50]]), np.array([1]))
     m2, s2, _ = compiled.predict(np.array([[70, 50]]), np.array([1]))
     assert min(iou(a > 0, b > 0) for a, b in zip(m1, m2)) >= 0.999 and np.abs(s1 - s2).max() < 1e-4
+    with torch.inference_mode():  # a model made under inference mode (its weights keep no versions)
+        made_here = SAM2ImagePredictor(modes.apply_modes(build_model(SMALL), compile=True))
+        made_here.model.load_state_dict(eager.model.state_dict())
+        made_here.set_image(img)
+    torch.testing.assert_close(made_here.get_image_embedding(), eager.get_image_embedding(), atol=1e-4, rtol=1e-4)
 
 
 def test_mode_errors(tiny_ckpt, monkeypatch):

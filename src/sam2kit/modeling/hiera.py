@@ -149,13 +149,15 @@ class Hiera(nn.Module):
         """Background embedding interpolated to (h, w) plus the tiled window embedding,
         [1, h, w, C]; computed once per size and weights (outside training)."""
         weights = (self.pos_embed, self.pos_embed_window)
-        key = (h, w, weights_key(*weights))
-        if torch.is_grad_enabled() or self._pos_cache.get("key") != key:
+        # (compiled: the graph computes it; training: keep the graph)
+        uncached = torch.is_grad_enabled() or torch.compiler.is_compiling()
+        key = None if uncached else (h, w, weights_key(*weights))
+        if uncached or self._pos_cache.get("key") != key:
             pos = F.interpolate(self.pos_embed, size=(h, w), mode="bicubic")
             win = self.pos_embed_window
             pos = pos + win.tile([1, 1, h // win.shape[2], w // win.shape[3]])
             pos = pos.permute(0, 2, 3, 1)
-            if torch.is_grad_enabled():
+            if uncached:
                 return pos
             self._pos_cache = {"key": key, "held": weights, "pos": pos.contiguous()}
         return self._pos_cache["pos"]
