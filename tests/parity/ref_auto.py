@@ -7,37 +7,20 @@ OUT: {name: {"records": [...], "seconds": float}}; segmentations are uncompresse
 reference's coco_rle needs pycocotools, which its environment lacks: the test compares masks).
 
 Patch: its connected components (a CUDA kernel, used with min_mask_region_area > 0 to fill
-holes and remove islands in the low-res masks) get a CPU implementation, as on a GPU build;
-without it the reference skips that step on the CPU with a warning.
+holes and remove islands in the low-res masks) get the CPU implementation of ref_patches.py, as
+on a GPU build; without it the reference skips that step on the CPU with a warning.
 """
 
 import sys
 import time
 
 import torch
-import torch.nn.functional as F
-
 import sam2.utils.misc as misc
 from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 from sam2.build_sam import build_sam2
 
-
-def cpu_connected_components(mask):
-    """8-connected components of [N, 1, H, W] masks: (labels, areas), like the CUDA kernel."""
-    mask = mask.bool()
-    n, _, h, w = mask.shape
-    ids = torch.arange(1, h * w + 1, dtype=torch.float32).view(1, 1, h, w).expand(n, -1, -1, -1)
-    labels = torch.where(mask, ids, torch.zeros(()))
-    while True:
-        grown = torch.where(mask, F.max_pool2d(labels, 3, 1, 1), labels)
-        if torch.equal(grown, labels):
-            break
-        labels = grown
-    lab = labels.long().flatten(1)
-    counts = torch.zeros(n, h * w + 1, dtype=torch.long).scatter_add_(1, lab, torch.ones_like(lab))
-    counts[:, 0] = 0
-    return labels.int(), torch.gather(counts, 1, lab).view(n, 1, h, w).int()
-
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from ref_patches import cpu_connected_components  # noqa: E402
 
 misc.get_connected_components = cpu_connected_components
 
