@@ -61,9 +61,14 @@ def compare_images(base: dict, other: dict) -> dict:
     ious, score_diff = [], 0.0
     for name, (masks, scores, _) in base.items():
         m2, s2, _ = other[name]
-        a, b = masks.reshape(-1, *masks.shape[-2:]) > 0, m2.reshape(-1, *m2.shape[-2:]) > 0
-        ious += [iou(x, y) for x, y in zip(a, b)]
-        score_diff = max(score_diff, float(np.abs(scores - s2).max()))
+        if isinstance(masks, list):  # a batch of images: one array per image
+            pairs = list(zip(masks, m2, scores, s2))
+        else:
+            pairs = [(masks, m2, scores, s2)]
+        for ma, mb, sa, sb in pairs:
+            a, b = ma.reshape(-1, *ma.shape[-2:]) > 0, mb.reshape(-1, *mb.shape[-2:]) > 0
+            ious += [iou(x, y) for x, y in zip(a, b)]
+            score_diff = max(score_diff, float(np.abs(sa - sb).max()))
     return {"masks": len(ious), "mean_iou": float(np.mean(ious)), "min_iou": float(np.min(ious)),
             "max_score_diff": score_diff}
 
