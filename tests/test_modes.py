@@ -198,6 +198,9 @@ def test_mode_errors(tiny_ckpt, monkeypatch):
     monkeypatch.setattr(modes, "bf16_supported", lambda device: True)
     with pytest.raises(ValueError, match="not both"):
         SAM2ImagePredictor.from_pretrained(tiny_ckpt, precision="bf16", quantize="int8")
+    monkeypatch.setattr(modes.shutil, "which", lambda name: None)
+    with pytest.raises(ValueError, match="compile=True needs a C.. compiler"):
+        SAM2ImagePredictor.from_pretrained(tiny_ckpt, compile=True)
 
 
 def test_cli_modes(tiny_ckpt, tmp_path, capsys):

@@ -18,6 +18,8 @@ a model configuration, not a mode here.
 
 from __future__ import annotations
 
+import os
+import shutil
 import warnings
 
 import torch
@@ -62,8 +64,21 @@ def apply_modes(model, precision: str = "fp32", compile: bool = False, quantize:
             raise ValueError("int8 dynamic quantisation runs on the CPU only; use device='cpu'")
         _quantize_int8(model)
     if compile:
+        if model.device.type == "cpu" and shutil.which(_cpp_compiler()) is None:
+            raise ValueError(f"compile=True needs a C++ compiler on the CPU (torch.compile looks for "
+                             f"{_cpp_compiler()!r}): install g++ or set CXX, or leave compile off")
         model.image_encoder.compile(dynamic=False)
     return model
+
+
+def _cpp_compiler() -> str:
+    """The compiler Inductor would call for CPU code."""
+    try:
+        from torch._inductor.cpp_builder import get_cpp_compiler
+
+        return get_cpp_compiler()
+    except Exception:  # an internal API: fall back to its usual default
+        return os.environ.get("CXX", "g++")
 
 
 def _quantize_int8(model: nn.Module) -> None:
