@@ -18,8 +18,7 @@ class MemoryAttentionLayer(nn.Module):
                  rope_theta: float = 10000.0):
         super().__init__()
         self.self_attn = RoPEAttention(d_model, 1, rope_theta=rope_theta)
-        self.cross_attn_image = RoPEAttention(d_model, 1, kv_in_dim=kv_in_dim, rope_theta=rope_theta,
-                                              rope_k_repeat=True)
+        self.cross_attn_image = RoPEAttention(d_model, 1, kv_in_dim=kv_in_dim, rope_theta=rope_theta)
         self.linear1 = nn.Linear(d_model, dim_feedforward)
         self.linear2 = nn.Linear(dim_feedforward, d_model)
         self.norm1 = nn.LayerNorm(d_model)

@@ -43,9 +43,9 @@ class Attention(nn.Module):
 class RoPEAttention(Attention):
     """Attention with 2-D axial rotary encodings on a square token grid (memory attention).
 
-    Queries are one HxW grid. Keys are the same grid (self-attention) or memories: ``r`` such
-    grids (memory frames; ``rope_k_repeat``) followed by tokens that are not rotated (object
-    pointers).
+    Queries are one HxW grid. ``forward`` is self-attention (keys on the same grid);
+    ``attend_memory`` attends to memories: memory frames on such grids (keys from
+    ``memory_keys``) followed by object-pointer tokens that are not rotated (``pointer_keys``).
 
     Inside, the query and key channels of each head are reordered, evens then odds, so that a
     rotation acts on two contiguous halves; queries and keys are reordered alike, so every
@@ -54,10 +54,9 @@ class RoPEAttention(Attention):
     keyed by the weights (``weights_key``) so that loading or moving weights recomputes it.
     """
 
-    def __init__(self, *args, rope_theta: float = 10000.0, rope_k_repeat: bool = False, **kwargs):
+    def __init__(self, *args, rope_theta: float = 10000.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.rope_theta = rope_theta
-        self.rope_k_repeat = rope_k_repeat
         self._consts: dict[tuple, object] = {}
 
     def _cached(self, name: tuple, tensors: tuple[torch.Tensor, ...], make):
@@ -107,19 +106,14 @@ class RoPEAttention(Attention):
         q = self._heads(F.linear(q, wq, bq))
         return self._rotate(q, *self.rope_tables(q.shape[-2], q.device))
 
-    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-                num_k_exclude_rope: int = 0) -> torch.Tensor:
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """Self-attention: q, k, v [B, N, C] on the same N-token grid."""
+        if k.shape[-2] != q.shape[-2]:
+            raise ValueError("RoPEAttention.forward is self-attention; memories go through attend_memory")
         _, _, wk, bk = self._qk_weights()
         q = self._queries(q)
         k, v = self._heads(F.linear(k, wk, bk)), self._heads(self.v_proj(v))
-        n = q.shape[-2]
-        cos, sin = self.rope_tables(n, q.device)
-        n_rope = k.shape[-2] - num_k_exclude_rope
-        if n_rope > 0:
-            if n_rope != n and not self.rope_k_repeat:
-                raise ValueError("keys and queries differ in length but rope_k_repeat is off")
-            k_rope = self._rotate(k[:, :, :n_rope].unflatten(2, (n_rope // n, n)), cos, sin).flatten(2, 3)
-            k = torch.cat([k_rope, k[:, :, n_rope:]], dim=2) if num_k_exclude_rope else k_rope
+        k = self._rotate(k, *self.rope_tables(k.shape[-2], k.device))
         return self.out_proj(self._merge(F.scaled_dot_product_attention(q, k, v)))
 
     # ---- memory cross-attention: keys prepared per memory, values projected after ----------
