@@ -11,7 +11,8 @@ a model configuration, not a mode here.
   with AMX or AVX-512 bf16 instructions, refused on CPUs without them.
 - ``compile=True``: the image encoder is compiled with ``torch.compile`` (Inductor; needs a C++
   compiler on the CPU). The first image takes a minute or more; later ones are faster.
-- ``quantize="int8"``: linear layers get int8 weights with activations quantised on the fly
+- ``quantize="int8"``: linear layers get int8 weights (one scale per output channel) with
+  activations quantised on the fly
   (``torch.ao.quantization.quantize_dynamic``), except the memory-attention query/key
   projections, whose weights RoPE attention reads directly.
 """
@@ -82,7 +83,7 @@ def _cpp_compiler() -> str:
 
 
 def _quantize_int8(model: nn.Module) -> None:
-    from torch.ao.quantization import quantize_dynamic
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
     from .modeling.transformer import RoPEAttention
 
@@ -93,4 +94,7 @@ def _quantize_int8(model: nn.Module) -> None:
     targets = {name for name, mod in model.named_modules() if isinstance(mod, nn.Linear) and name not in skip}
     with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao
         warnings.simplefilter("ignore")
-        quantize_dynamic(model, targets, dtype=torch.qint8, inplace=True)
+        # one weight scale per output channel: SAM 2's projections have rows of very different
+        # ranges, and a single scale per matrix costs them most of their 8 bits
+        quantize_dynamic(model, {name: per_channel_dynamic_qconfig for name in targets},
+                         dtype=torch.qint8, inplace=True)
