@@ -69,6 +69,24 @@ def test_two_objects_track_and_state_stays_bounded(predictor):
     assert not root.exists()
 
 
+def test_propagation_hands_free_heap_memory_back(predictor, monkeypatch):
+    """Every RELEASE_EVERY frames (and at close) the heap's free pages go back to the system,
+    so a long video's RSS does not creep up with fragmentation."""
+    import sam2kit.session
+    import sam2kit.video_predictor
+
+    calls = []
+    monkeypatch.setattr(sam2kit.video_predictor, "RELEASE_EVERY", 4)
+    monkeypatch.setattr(sam2kit.video_predictor, "release_free_memory", lambda: calls.append("frame"))
+    monkeypatch.setattr(sam2kit.session, "release_free_memory", lambda: calls.append("close"))
+    s = predictor.init_state(moving_frames(18))
+    predictor.add_new_points_or_box(s, 0, 1, points=[[20, 36]], labels=[1])
+    assert len(collect(predictor.propagate_in_video(s, progress=False))) == 18
+    assert calls == ["frame"] * 4  # before frames 4, 8, 12, 16
+    s.close()
+    assert calls[-1] == "close"
+
+
 def test_spilling_changes_no_result(predictor):
     """Forward, correction, reverse: the same masks whether old memories go to disk or not."""
     frames = moving_frames(24)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from .devices import release_free_memory
 from .modeling.sam2 import ImageFeatures
 
 _uid = itertools.count()
@@ -212,6 +213,7 @@ class VideoSession:
         if close is not None:
             close()
         shutil.rmtree(self._spill_root, ignore_errors=True)
+        release_free_memory()  # what the session's tensors and frames occupied, back to the system
 
     def __del__(self):
         try:

@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from .devices import RELEASE_EVERY, release_free_memory
 from .modeling.sam2 import NO_OBJ_SCORE, ImageFeatures, MemoryFrame, SAM2Model
 from .postprocess import fill_small_holes
 from .session import FrameOutput, ObjectState, VideoSession
@@ -297,7 +298,9 @@ class SAM2VideoPredictor:
         else:
             end = min(start_frame_idx + max_frame_num_to_track, s.num_frames - 1)
             order = range(start_frame_idx, end + 1)
-        for frame_idx in tqdm(order, desc="propagate in video", disable=not progress, leave=False):
+        for step, frame_idx in enumerate(tqdm(order, desc="propagate in video", disable=not progress, leave=False)):
+            if step and step % RELEASE_EVERY == 0 and s.device.type == "cpu":
+                release_free_memory()  # the heap's holes, left by 32 frames of activations
             per_obj = []
             for obj in s.objects:
                 if frame_idx in obj.cond:
