@@ -241,9 +241,7 @@ def test_grid_prompts_as_one_batch_match_one_at_a_time(tiny_ckpt):
 def test_cpu_allocator_tuning():
     """glibc keeps large freed buffers (no mmap per activation) unless turned off."""
     import os
-    import platform
     import subprocess
-    import sys
 
     code = "from sam2kit.devices import tune_cpu_allocator as t; print(t(), t())"
     off = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,

@@ -71,6 +71,10 @@ def tune_cpu_allocator() -> bool:
     return _allocator_tuned
 
 
+_malloc_trim = None  # glibc's malloc_trim once looked up; False where there is none
+RELEASE_EVERY = 32  # frames of video propagation between two release_free_memory() calls
+
+
 def release_free_memory() -> bool:
     """Hand the heap's free pages back to the system (glibc ``malloc_trim``).
 
@@ -87,7 +91,3 @@ def release_free_memory() -> bool:
         except (OSError, AttributeError):  # not glibc
             _malloc_trim = False
     return bool(_malloc_trim and _malloc_trim(0))
-
-
-_malloc_trim = None
-RELEASE_EVERY = 32  # frames of video propagation between two release_free_memory() calls

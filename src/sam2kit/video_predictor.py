@@ -300,7 +300,7 @@ class SAM2VideoPredictor:
             order = range(start_frame_idx, end + 1)
         for step, frame_idx in enumerate(tqdm(order, desc="propagate in video", disable=not progress, leave=False)):
             if step and step % RELEASE_EVERY == 0 and s.device.type == "cpu":
-                release_free_memory()  # the heap's holes, left by 32 frames of activations
+                release_free_memory()  # the holes the last RELEASE_EVERY frames' activations left
             per_obj = []
             for obj in s.objects:
                 if frame_idx in obj.cond:
