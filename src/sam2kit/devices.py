@@ -48,6 +48,16 @@ def _mps_available() -> bool:
 _allocator_tuned = False
 
 
+def _glibc_function(name: str):
+    """``name`` from glibc (``mallopt``, ``malloc_trim``), or None on other C libraries."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return getattr(ctypes.CDLL("libc.so.6"), name)
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
 def tune_cpu_allocator() -> bool:
     """Let glibc keep large freed buffers for reuse instead of returning them to the system.
 
@@ -59,12 +69,10 @@ def tune_cpu_allocator() -> bool:
     elsewhere); ``SAM2KIT_MALLOC_TUNING=0`` turns it off. Returns whether it was applied.
     """
     global _allocator_tuned
-    if _allocator_tuned or os.environ.get("SAM2KIT_MALLOC_TUNING", "1") == "0" or not sys.platform.startswith("linux"):
+    if _allocator_tuned or os.environ.get("SAM2KIT_MALLOC_TUNING", "1") == "0":
         return _allocator_tuned
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc
+    mallopt = _glibc_function("mallopt")
+    if mallopt is None:
         return False
     m_trim_threshold, m_mmap_max = -1, -4
     _allocator_tuned = bool(mallopt(m_mmap_max, 0)) and bool(mallopt(m_trim_threshold, 2**31 - 1))
@@ -86,8 +94,5 @@ def release_free_memory() -> bool:
     """
     global _malloc_trim
     if _malloc_trim is None:
-        try:
-            _malloc_trim = ctypes.CDLL("libc.so.6").malloc_trim if sys.platform.startswith("linux") else False
-        except (OSError, AttributeError):  # not glibc
-            _malloc_trim = False
+        _malloc_trim = _glibc_function("malloc_trim") or False
     return bool(_malloc_trim and _malloc_trim(0))
