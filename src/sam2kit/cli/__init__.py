@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from sam2kit import __version__
+from sam2kit import __version__, tune_cpu_allocator
 
 from . import demo, image, models, video
 from .common import CLIError, Console, one_line
@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     console = Console(quiet=args.quiet)
+    tune_cpu_allocator()  # this process is ours: large buffers are reused (README, "Speed")
     try:
         results, text = args.run(args, console)
     except CLIError as e:
