@@ -26,7 +26,7 @@ from conftest import synthetic_image
 from hub_standin import set_offline
 from sam2kit.build import build_model
 from sam2kit.cli import main
-from sam2kit.cli.outputs import davis_palette, mask_stats
+from sam2kit.outputs import davis_palette, mask_stats
 
 TINY = sam2kit.get_config("sam2-hiera-tiny")
 REPO, FILE = TINY.hub_id, TINY.checkpoint_file

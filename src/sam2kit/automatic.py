@@ -270,3 +270,23 @@ class SAM2AutomaticMaskGenerator(FromPretrained):
             lows.append(new[:, 0])
             ious.append(iou[:, 0])
         return torch.cat(lows), torch.cat(ious)
+
+
+def coco_annotations(records: list[dict], image_id: int = 1, first_id: int = 1) -> list[dict]:
+    """The generator's records (``output_mode="uncompressed_rle"`` or ``"coco_rle"``) as COCO
+    annotations: ``id`` (from ``first_id``), ``image_id``, ``category_id`` 1, ``iscrowd`` 0,
+    ``segmentation`` (COCO compressed RLE), ``area``, ``bbox`` [x, y, w, h], and SAM's
+    ``predicted_iou``, ``stability_score``, ``point_coords``, ``crop_box``."""
+    out = []
+    for k, r in enumerate(records):
+        seg = r["segmentation"]
+        if not isinstance(seg, dict):
+            raise ValueError("coco_annotations needs RLE records: use output_mode='uncompressed_rle' or 'coco_rle'")
+        if not isinstance(seg["counts"], str):
+            seg = amg.coco_encode_rle(seg)
+        out.append({"id": first_id + k, "image_id": image_id, "category_id": 1, "iscrowd": 0,
+                    "segmentation": seg, "area": r["area"], "bbox": r["bbox"],
+                    "predicted_iou": round(float(r["predicted_iou"]), 6),
+                    "stability_score": round(float(r["stability_score"]), 6),
+                    "point_coords": r["point_coords"], "crop_box": r["crop_box"]})
+    return out

@@ -6,6 +6,8 @@ methods, arguments, shapes and dtypes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -13,6 +15,23 @@ from .build import FromPretrained
 from .modeling.sam2 import ImageFeatures, SAM2Model
 from .postprocess import fill_holes_and_remove_sprinkles
 from .transforms import as_rgb_array, preprocess, resize_masks
+
+
+@dataclass
+class ImageEmbedding:
+    """A set image (or batch) as the decoder reads it: the encoder's features, the embedding
+    [B, 256, S/16, S/16] (features with the no-memory token added) and each image's original
+    (H, W). Keep one to prompt the same picture again later without re-encoding it
+    (``SAM2ImagePredictor.set_embedding``); it is only read, so several predictors may share it."""
+
+    features: ImageFeatures
+    image_embed: torch.Tensor
+    orig_hw: list[tuple[int, int]]
+
+    @property
+    def nbytes(self) -> int:
+        ts = [self.image_embed, self.features.vision_features, self.features.vision_pos, *self.features.high_res]
+        return sum(t.numel() * t.element_size() for t in ts)
 
 
 class SAM2ImagePredictor(FromPretrained):
@@ -62,6 +81,23 @@ class SAM2ImagePredictor(FromPretrained):
         self._features = feats
         self._image_embed = m.image_embedding(feats)
         self._orig_hw = [tuple(a.shape[:2]) for a in arrays]
+        self._is_image_set = True
+
+    @property
+    def embedding(self) -> ImageEmbedding:
+        """The set image's features, embedding and size, to keep and ``set_embedding`` later."""
+        self._require_image("to read its embedding")
+        return ImageEmbedding(self._features, self._image_embed, list(self._orig_hw))
+
+    def set_embedding(self, embedding: ImageEmbedding) -> None:
+        """Use an image embedded earlier (``predictor.embedding``, maybe of another predictor on
+        the same model) instead of encoding it again."""
+        if not isinstance(embedding, ImageEmbedding):
+            raise TypeError(f"expected an ImageEmbedding (predictor.embedding), got {type(embedding).__name__}")
+        self.reset_predictor()
+        self._features, self._image_embed = embedding.features, embedding.image_embed
+        self._orig_hw = list(embedding.orig_hw)
+        self._is_batch = len(self._orig_hw) > 1
         self._is_image_set = True
 
     def get_image_embedding(self) -> torch.Tensor:

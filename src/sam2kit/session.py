@@ -23,7 +23,7 @@ import torch
 
 from .devices import release_free_memory
 from .modeling.sam2 import ImageFeatures
-from .spill import SpillStore
+from .spill import DiskBudget, SpillStore
 
 _uid = itertools.count()
 
@@ -85,8 +85,8 @@ class VideoSession:
 
     device: where the model computes; storage_device: where kept results live (the CPU
     with ``offload_state_to_cpu``). spill_dir: where the spill folder goes (default: the
-    temporary folder); spill_limit_bytes: its disk budget (None: none; past it, tracking
-    raises ``SpillLimitError``); a spilled result costs about 768 KiB per frame and object at
+    temporary folder); spill_limit_bytes: its disk budget, in bytes or a ``DiskBudget`` shared
+    with other sessions (None: none; past it, tracking raises ``SpillLimitError``); a spilled result costs about 768 KiB per frame and object at
     1024 px (192 KiB at 512). release_memory_every: hand the process heap's free pages back
     to the system every that many tracked frames and at close (process-wide; off by default).
     ``memory_cache``: what memory attention keeps of this video's memories between frames.
@@ -96,7 +96,7 @@ class VideoSession:
 
     def __init__(self, frames, image_size: int, device: torch.device, storage_device: torch.device,
                  window: int, feature_cache_size: int = 2, spill_dir: str | Path | None = None,
-                 spill_limit_bytes: int | None = None, release_memory_every: int | None = None):
+                 spill_limit_bytes: "int | DiskBudget | None" = None, release_memory_every: int | None = None):
         if release_memory_every is not None and release_memory_every < 1:
             raise ValueError(f"release_memory_every must be a positive number of frames or None, "
                              f"got {release_memory_every}")
@@ -130,6 +130,15 @@ class VideoSession:
             return None
         self.objects.append(ObjectState(obj_id))
         return len(self.objects) - 1
+
+    @property
+    def tracked_frames(self) -> list[int]:
+        """Frames on which some object has a result (prompted or tracked), in order."""
+        frames = set()
+        for o in self.objects:
+            for d in (o.cond, o.non_cond, o.temp_cond, o.temp_non_cond):
+                frames.update(d)
+        return sorted(frames)
 
     def object_scores(self, frame_idx: int) -> list[float | None]:
         """Each object's object-score logit on ``frame_idx`` (> 0: the object is visible), in

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import threading
 import time
 import weakref
 from pathlib import Path
@@ -34,6 +35,29 @@ UNLOCKED_GRACE_S = 60.0
 
 class SpillLimitError(RuntimeError):
     """A video session's spill folder would grow past its disk budget."""
+
+
+class DiskBudget:
+    """Bytes that spill folders may hold on disk together: give one to several sessions (a
+    server's ``--spill-limit-gb``) for a shared limit, or an int to one for its own."""
+
+    def __init__(self, limit_bytes: int):
+        if limit_bytes < 0:
+            raise ValueError(f"a disk budget must be at least 0 bytes, got {limit_bytes}")
+        self.limit_bytes = int(limit_bytes)
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def take(self, n: int) -> bool:
+        with self._lock:
+            if self.used + n > self.limit_bytes:
+                return False
+            self.used += n
+            return True
+
+    def give(self, n: int) -> None:
+        with self._lock:
+            self.used -= n
 
 
 def _lock(path: Path, blocking: bool = False):
@@ -81,8 +105,11 @@ def remove_stale_spill_folders(parent: str | Path | None = None) -> list[Path]:
     return removed
 
 
-def _release(root: Path, fd: int | None) -> None:
+def _release(root: Path, fd: int | None, budget: "DiskBudget | None", usage: list[int]) -> None:
     shutil.rmtree(root, ignore_errors=True)
+    if budget is not None:
+        budget.give(usage[0])
+    usage[0] = 0
     if fd is not None:
         try:
             os.close(fd)
@@ -94,18 +121,29 @@ class SpillStore:
     """Files of one session's spilled results: ``save(name, tensors)`` -> path, ``load(path)``,
     ``remove(path)``; ``nbytes`` on disk now; ``close()`` removes the folder.
 
-    parent: where the folder goes (None: the temporary folder); limit_bytes: the disk budget
-    (None: no limit)."""
+    parent: where the folder goes (None: the temporary folder); limit: the disk budget, in
+    bytes for this store alone or a ``DiskBudget`` shared with others (None: no limit)."""
 
-    def __init__(self, parent: str | Path | None = None, limit_bytes: int | None = None):
-        if limit_bytes is not None and limit_bytes < 0:
-            raise ValueError(f"spill_limit_bytes must be at least 0 (or None for no limit), got {limit_bytes}")
+    def __init__(self, parent: str | Path | None = None, limit: int | DiskBudget | None = None):
+        if limit is not None and not isinstance(limit, DiskBudget):
+            if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+                raise ValueError(f"spill_limit_bytes must be a number of bytes >= 0, a DiskBudget or None, "
+                                 f"got {limit!r}")
+            limit = DiskBudget(limit)
         self.parent = Path(parent) if parent is not None else None
-        self.limit_bytes = limit_bytes
+        self.budget = limit
         self.root: Path | None = None
-        self.nbytes = 0
+        self._usage = [0]  # bytes on disk (a list: the finalizer shares it)
         self._sizes: dict[Path, int] = {}
         self._finalizer = None
+
+    @property
+    def nbytes(self) -> int:
+        return self._usage[0]
+
+    @property
+    def limit_bytes(self) -> int | None:
+        return None if self.budget is None else self.budget.limit_bytes
 
     def _open(self) -> Path:
         parent = self.parent or Path(tempfile.gettempdir())
@@ -118,7 +156,7 @@ class SpillStore:
                           "writable folder with spill_dir=") from None
         fd = _lock(root / LOCK_NAME) if fcntl is not None else None
         self.root = root
-        self._finalizer = weakref.finalize(self, _release, root, fd)
+        self._finalizer = weakref.finalize(self, _release, root, fd, self.budget, self._usage)
         return root
 
     def save(self, name: str, tensors: dict[str, torch.Tensor]) -> Path:
@@ -128,17 +166,19 @@ class SpillStore:
         path, tmp = root / name, root / f".{name}.tmp"
         torch.save({k: v.cpu() for k, v in tensors.items()}, tmp)
         size = tmp.stat().st_size
-        if self.limit_bytes is not None and self.nbytes + size > self.limit_bytes:
+        if self.budget is not None and not self.budget.take(size):
             tmp.unlink(missing_ok=True)
+            shared = "" if self.budget.used == self.nbytes else \
+                f" shared with other sessions ({_human(self.budget.used)} in use in all)"
             raise SpillLimitError(
                 f"the video session's spill folder would grow past its disk budget of "
-                f"{_human(self.limit_bytes)} (spill_limit_bytes={self.limit_bytes}; "
+                f"{_human(self.budget.limit_bytes)}{shared} (spill_limit_bytes={self.budget.limit_bytes}; "
                 f"{_human(self.nbytes)} in use, {_human(size)} more asked for: one frame of one "
                 "object at this resolution). Raise the budget, track fewer frames "
                 "(max_frame_num_to_track) or objects, or close sessions you no longer need")
         os.replace(tmp, path)
         self._sizes[path] = size
-        self.nbytes += size
+        self._usage[0] += size
         return path
 
     def load(self, path: Path, device: torch.device) -> dict[str, torch.Tensor]:
@@ -146,13 +186,15 @@ class SpillStore:
 
     def remove(self, path: Path) -> None:
         path.unlink(missing_ok=True)
-        self.nbytes -= self._sizes.pop(path, 0)
+        size = self._sizes.pop(path, 0)
+        self._usage[0] -= size
+        if self.budget is not None:
+            self.budget.give(size)
 
     def close(self) -> None:
         if self._finalizer is not None:
-            self._finalizer()
+            self._finalizer()  # removes the folder, gives its bytes back to the budget
         self._sizes.clear()
-        self.nbytes = 0
         self.root = None
         self._finalizer = None
 

@@ -392,7 +392,19 @@ class SAM2VideoPredictor(FromPretrained):
 
     # ---- outputs ---------------------------------------------------------------------------
 
-    def _consolidate(self, s: VideoSession, frame_idx: int, is_cond: bool) -> torch.Tensor:
+    @torch.inference_mode()
+    def frame_masks(self, inference_state: VideoSession, frame_idx: int):
+        """Every object's current mask on ``frame_idx``, as the last prompt or propagation left
+        it: (obj_ids, masks [num_objects, 1, H, W] logits; objects without a result there are
+        all NO_OBJ_SCORE), or None when no object has a result on that frame."""
+        s = inference_state
+        self._check_frame(s, frame_idx)
+        if not any(o.output(frame_idx) is not None for o in s.objects):
+            return None
+        return s.obj_ids, self._video_res(s, self._consolidate(s, frame_idx, None))
+
+
+    def _consolidate(self, s: VideoSession, frame_idx: int, is_cond: bool | None) -> torch.Tensor:
         """All objects' masks on a frame at video resolution [num_objects, 1, H, W]."""
         out = torch.full((len(s.objects), 1, s.video_height, s.video_width), NO_OBJ_SCORE,
                          dtype=torch.float32, device=s.storage_device)

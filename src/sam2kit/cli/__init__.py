@@ -8,9 +8,9 @@ import sys
 
 from sam2kit import __version__, tune_cpu_allocator
 
-from . import demo, image, models, video
+from . import demo, image, models, serve, video
 from .common import CLIError, Console, one_line
-from .outputs import to_json
+from ..outputs import to_json
 
 __all__ = ["main", "build_parser", "CLIError"]
 
@@ -21,6 +21,7 @@ Segment Anything Model 2 (SAM 2 and SAM 2.1) on photos and videos.
   sam2kit video [VIDEO] -o DIR     objects tracked through a video from clicks or boxes
   sam2kit models [download NAME]   the known models and where each is cached; fetch one
   sam2kit demo -o DIR              both workflows on the bundled photo and clip
+  sam2kit serve                    the HTTP API and the page (pip install 'sam2kit[serve]')
 
 `sam2kit COMMAND --help` tells more. Messages and progress bars go to stderr, results to
 stdout (--json: the results document). Exit status: 0 success; 2 bad input (one line on
@@ -40,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"sam2kit {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for module in (image, video, models, demo):
+    for module in (image, video, models, demo, serve):
         module.add_parser(sub)
     return p
 

@@ -11,10 +11,11 @@ import numpy as np
 
 import sam2kit
 from sam2kit import SAM2AutomaticMaskGenerator
-from sam2kit.amg import coco_encode_rle, rle_to_mask
+from sam2kit.amg import rle_to_mask
+from sam2kit.automatic import coco_annotations
 
 from .common import CLIError, Console, load_model, sample
-from .outputs import colour, mask_png, save_json, tint
+from ..outputs import colour, mask_png, save_json, tint
 
 HELP = """\
 --auto: segment everything. A grid of single clicks covers the image; each click's candidate
@@ -112,16 +113,10 @@ def run_auto(args, console: Console, out: Path, load_image) -> dict:
     t0 = time.perf_counter()
     masks = [rle_to_mask(r["segmentation"]) for r in records]
     digits = max(3, len(str(len(records) - 1)))
-    annotations = []
-    for k, (r, m) in enumerate(zip(records, masks)):
-        name = f"mask_{k:0{digits}d}.png"
-        mask_png(m).save(out / name)
-        annotations.append({
-            "id": k + 1, "image_id": 1, "category_id": 1, "iscrowd": 0,
-            "segmentation": coco_encode_rle(r["segmentation"]), "area": r["area"],
-            "bbox": r["bbox"], "predicted_iou": round(r["predicted_iou"], 6),
-            "stability_score": round(r["stability_score"], 6), "point_coords": r["point_coords"],
-            "crop_box": r["crop_box"], "mask_file": name})
+    annotations = coco_annotations(records)
+    for k, (a, m) in enumerate(zip(annotations, masks)):
+        a["mask_file"] = f"mask_{k:0{digits}d}.png"
+        mask_png(m).save(out / a["mask_file"])
     tint(image, masks, [colour(k) for k in range(len(masks))]).save(out / "composite.png")
     write_s = time.perf_counter() - t0
     results = {

@@ -17,7 +17,7 @@ from . import prompts as P
 from .auto import add_auto_options, check_auto_args, run_auto, summary_auto
 from .common import (CLIError, Console, StagedOutput, add_feedback_options, add_model_options,
                      add_output_options, check_model_options, load_model, one_line, sample)
-from .outputs import (BBOX_FORMAT, colour, draw_prompt, grid_composite, mask_png, mask_stats,
+from ..outputs import (BBOX_FORMAT, colour, draw_prompt, grid_composite, mask_png, mask_stats,
                       save_json, tint)
 
 STALE = r"(mask|overlay)_\d+\.png"  # files of an earlier run that this one may not rewrite

@@ -19,7 +19,7 @@ from sam2kit.video_io import IMAGE_EXTENSIONS, FrameSource, open_frames
 from . import prompts as P
 from .common import (CLIError, Console, StagedOutput, add_feedback_options, add_model_options,
                      add_output_options, check_model_options, load_model, one_line, sample)
-from .outputs import (BBOX_FORMAT, Mp4Writer, colour, draw_prompt, mask_png, mask_stats, palette_png,
+from ..outputs import (BBOX_FORMAT, Mp4Writer, colour, draw_prompt, mask_png, mask_stats, palette_png,
                       save_json, tint)
 
 DEFAULT_FPS = 25.0

@@ -1,5 +1,6 @@
-"""Pictures, files and the overlay video the commands write: mask statistics, colours, the
-DAVIS palette, overlays with their prompts drawn, the grid composite, and an H.264 mp4 writer."""
+"""Pictures, files and the overlay video that the command line and the server write: mask
+statistics, colours, the DAVIS palette, overlays with their prompts drawn, the grid composite,
+and an H.264 mp4 writer."""
 
 from __future__ import annotations
 
