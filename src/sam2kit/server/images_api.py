@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from .media import BadInput, file_digest, save_upload, under_root
 from .schemas import AutomaticRequest, ImageInfo, OpenRequest, PredictRequest, PredictResponse
@@ -63,6 +63,13 @@ async def predict(image_id: str, req: PredictRequest, request: Request):
 @router.post("/{image_id}/automatic", summary="Every mask in the picture (COCO-style annotations)")
 async def automatic(image_id: str, req: AutomaticRequest, request: Request):
     return await request.app.state.service.automatic(image_id, req)
+
+
+@router.get("/{image_id}/picture", response_class=Response, responses={200: {"content": {"image/jpeg": {}}}},
+            summary="The picture as the model sees it (EXIF orientation applied), as JPEG")
+async def picture(image_id: str, request: Request, quality: int = Query(92, ge=30, le=100)):
+    data = await request.app.state.service.picture_jpeg(image_id, quality)
+    return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
 
 @router.delete("/{image_id}", status_code=204, summary="Forget a picture and its embedding")

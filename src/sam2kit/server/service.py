@@ -125,6 +125,10 @@ class Service:
         box = np.array(req.box, dtype=np.float32) if req.box is not None else None
         return predictor.predict(points, labels, box, mask_input, multimask_output=req.multimask)
 
+    async def picture_jpeg(self, image_id: str, quality: int) -> bytes:
+        entry = self.images.get(image_id)
+        return await asyncio.to_thread(_picture_jpeg, entry.path, self.settings.max_pixels, quality)
+
     async def automatic(self, image_id: str, req) -> dict:
         entry = self.images.get(image_id)
         records = await self.executor.run(self._automatic, entry, req.model_dump())
@@ -387,14 +391,25 @@ class Service:
 
 
 def _jpeg(frames: FrameSource, frame_idx: int, quality: int) -> bytes:
-    import io
-
-    from PIL import Image
-
     try:
         array = frames.get(frame_idx)
     except (ValueError, RuntimeError, OSError) as e:
         raise BadInput(422, f"frame {frame_idx} cannot be decoded: {' '.join(str(e).split())}") from None
+    return _encode_jpeg(array, quality)
+
+
+def _picture_jpeg(path: Path, max_pixels: int, quality: int) -> bytes:
+    try:
+        return _encode_jpeg(read_image(path, max_pixels), quality)
+    except ImageReadError as e:  # (the file went away under the media root)
+        raise BadInput(410, str(e)) from None
+
+
+def _encode_jpeg(array: np.ndarray, quality: int) -> bytes:
+    import io
+
+    from PIL import Image
+
     buf = io.BytesIO()
     Image.fromarray(array).save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
