@@ -21,6 +21,8 @@ are removed.
 """
 
 _TYPES = {int: int, float: float, str: str, bool: bool}
+_METAVARS = {"host": "HOST", "port": "PORT", "token": "TOKEN", "max_upload_mb": "MB", "session_ttl": "SECONDS",
+             "spill_limit_gb": "GB"}
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -35,7 +37,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
             g.add_argument(flag, type=Path, metavar="DIR", help=help)
         else:
             kind = type(default) if default is not None else str
-            g.add_argument(flag, type=_TYPES[kind], default=default, metavar=name.split("_")[-1].upper(),
+            g.add_argument(flag, type=_TYPES[kind], default=default, metavar=_METAVARS.get(name, "N"),
                            help=f"{help} (default: {default})" if default is not None else help)
     add_model_options(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no notes or access log (errors still printed)")
@@ -66,13 +68,15 @@ def command(args, console: Console) -> tuple[dict, str]:
     server = _Server(config, console, settings)
     try:
         asyncio.run(server.serve())
-    except OSError as e:
-        raise CLIError(f"cannot listen on {settings.host}:{settings.port}: {e.strerror or e}; choose another "
-                       "--port (0: any free one) or --host") from None
+    except (OSError, SystemExit) as e:  # uvicorn logs a failed bind and exits
+        why = f": {e.strerror or e}" if isinstance(e, OSError) else " (the address is in use or not available here)"
+        raise CLIError(f"cannot listen on {settings.host}:{settings.port}{why}; choose another --port "
+                       "(0: any free one) or --host") from None
     finally:
         service.shutdown()  # (idempotent: nothing left if the app's shutdown ran)
     if server.failed:
-        raise CLIError(f"the server could not start on {settings.host}:{settings.port} (see the message above)")
+        raise CLIError(f"cannot listen on {settings.host}:{settings.port}; choose another --port (0: any free "
+                       "one) or --host")
     return {"stopped": True}, "sam2kit serve: stopped; sessions closed, temporary files removed"
 
 

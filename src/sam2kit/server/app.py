@@ -81,7 +81,8 @@ def create_app(service) -> FastAPI:
     static = page()
     if static is not None:
         app.mount("/", static, name="page")
-    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + 64 * 1024)  # (multipart overhead)
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + 64 * 1024,  # (multipart framing)
+                       shown=settings.max_upload_bytes)
     return app
 
 

@@ -1,19 +1,34 @@
-"""Model work off the event loop: a fixed pool of threads and a bounded queue.
+"""Model work off the event loop: two lanes of threads and a bounded queue.
 
-``await executor.run(fn, *args)`` runs ``fn`` on one of ``workers`` threads. At most
-``workers + queue`` jobs are accepted at once; one more raises ``Busy`` at once (the server
-answers 503 with ``Retry-After``), so a burst of requests costs a refusal, not memory. A job
-whose caller went away (a closed connection) still finishes; the cancelled caller waits for it
-before it unwinds, so whatever it holds (a session's lock) is held until the job is done.
+``await executor.run(fn, *args, lane=...)`` runs ``fn`` on a thread of its lane:
+
+- ``interactive`` (one thread): what a person is waiting for now (a click on a picture or a
+  video frame, opening a picture);
+- ``bulk`` (``workers - 1`` threads, at least one): long work that streams or can wait
+  (tracking a video frame by frame, segmenting everything, exports).
+
+Bulk threads run at the lowest CPU priority (``nice`` 19, Linux; the worker threads their
+matrix products start inherit it), so a click computed while a video is being tracked gets the
+cores, and tracking takes whatever the clicks leave; alone, each lane runs at full speed.
+
+At most ``workers + queue`` jobs are accepted at once, both lanes together; one more raises
+``Busy`` at once (the server answers 503 with ``Retry-After``), so a burst of requests costs a
+refusal, not memory. A job whose caller went away (a closed connection) still finishes; the
+cancelled caller waits for it before it unwinds, so whatever it holds (a session's lock) is
+held until the job is done.
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+
+LANES = ("interactive", "bulk")
+BULK_NICE = 19
 
 
 class Busy(Exception):
@@ -24,10 +39,22 @@ class Busy(Exception):
         self.retry_after = retry_after
 
 
+def _lower_priority() -> None:
+    """Give the calling thread (and the threads it starts later) the lowest CPU priority."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BULK_NICE)
+    except (AttributeError, OSError):  # not Linux, or not allowed: no priorities, still correct
+        pass
+
+
 class ModelExecutor:
     def __init__(self, workers: int, queue: int):
         self.workers, self.capacity = workers, workers + queue
-        self._pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sam2kit-model")
+        self._pools = {
+            "interactive": ThreadPoolExecutor(1, thread_name_prefix="sam2kit-interactive"),
+            "bulk": ThreadPoolExecutor(max(1, workers - 1), thread_name_prefix="sam2kit-bulk",
+                                       initializer=_lower_priority),
+        }
         self._lock = threading.Lock()
         self._outstanding = 0
         self._mean_s = 0.5  # running mean of job durations, for Retry-After
@@ -59,11 +86,12 @@ class ModelExecutor:
         finally:
             self._give(time.perf_counter() - t0)
 
-    async def run(self, fn, *args):
-        """``fn(*args)`` on a model thread; Busy when the queue is full."""
+    async def run(self, fn, *args, lane: str = "interactive"):
+        """``fn(*args)`` on a thread of ``lane``; Busy when the queue is full."""
+        pool = self._pools[lane]
         self._take()
         try:
-            future = self._pool.submit(self._timed, fn, args)
+            future = pool.submit(self._timed, fn, args)
         except RuntimeError:  # shutting down
             self._give(0.0)
             raise Busy(5) from None
@@ -76,4 +104,5 @@ class ModelExecutor:
             raise
 
     def shutdown(self) -> None:
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        for pool in self._pools.values():
+            pool.shutdown(wait=True, cancel_futures=True)

@@ -30,8 +30,9 @@ class BodyLimit:
     they say so in Content-Length (refused before reading) or not (cut off when the count
     passes the limit)."""
 
-    def __init__(self, app: ASGIApp, limit: int):
+    def __init__(self, app: ASGIApp, limit: int, shown: int | None = None):
         self.app, self.limit = app, limit
+        self.shown = shown or limit  # the limit as the user set it (``limit`` allows for multipart framing)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -62,7 +63,7 @@ class BodyLimit:
                 await self._refuse(send, None)
 
     async def _refuse(self, send: Send, length: int | None) -> None:
-        mb = self.limit / 1e6
+        mb = self.shown / 1e6
         said = f" ({length / 1e6:.1f} MB)" if length is not None else ""
         body = json.dumps({"error": f"the upload{said} is larger than this server's limit of {mb:g} MB "
                                     "(--max-upload-mb); send a smaller file, or ask for a higher limit"}).encode()

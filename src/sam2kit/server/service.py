@@ -80,7 +80,7 @@ class Service:
         entry = ImageEntry(image_id, path, owned, w, h, ready=asyncio.get_running_loop().create_future())
         self.images.add(entry)
         try:
-            entry.embedding = await self.executor.run(self._embed, array)
+            entry.embedding = await self.executor.run(self._embed, array, lane="interactive")
         except BaseException as e:
             self.images.remove(image_id, "its embedding failed")
             entry.ready.set_exception(e)
@@ -131,7 +131,7 @@ class Service:
 
     async def automatic(self, image_id: str, req) -> dict:
         entry = self.images.get(image_id)
-        records = await self.executor.run(self._automatic, entry, req.model_dump())
+        records = await self.executor.run(self._automatic, entry, req.model_dump(), lane="bulk")
         return {"images": [{"id": 1, "width": entry.width, "height": entry.height}],
                 "categories": [{"id": 1, "name": "object"}],
                 "annotations": coco_annotations(records, image_id=1)}
@@ -154,7 +154,7 @@ class Service:
                 path.unlink(missing_ok=True)
             raise
         try:
-            state = await self.executor.run(self._init_state, frames)
+            state = await self.executor.run(self._init_state, frames, lane="interactive")
         except BaseException:
             frames.close()
             if owned:
@@ -168,15 +168,15 @@ class Service:
 
     def _frames(self, path: Path) -> FrameSource:
         """A frame source for an uploaded file or a media-root path, judged by its contents."""
+        if not path.is_dir() and self._sniff(path) == "image":
+            raise BadInput(415, "this is a single picture, not a video: open it with POST /api/images")
         try:
             frames = open_frames(path) if path.is_dir() else VideoFileSource(path, 64 * 2**20)
         except (ValueError, OSError, RuntimeError) as e:
-            kind = self._sniff(path)
-            if kind == "image":
-                raise BadInput(415, "this is a single picture, not a video: open it with POST /api/images") from None
-            raise BadInput(415 if kind is None and not path.is_dir() else 422,
-                           f"cannot read this video: {' '.join(str(e).split())}; send a video file FFmpeg can "
-                           "decode (mp4, mov, mkv, webm, ...) or a folder of JPEG/PNG frames") from None
+            why = " ".join(str(e).replace(str(path), "the file").split())
+            raise BadInput(415 if not path.is_dir() else 422,
+                           f"cannot read this video: {why}; send a video file FFmpeg can decode (mp4, mov, "
+                           "mkv, webm, ...) or a folder of JPEG/PNG frames") from None
         if frames.width * frames.height > self.settings.max_pixels:
             frames.close()
             raise BadInput(413, f"the video's frames are {frames.width}x{frames.height}, over this server's "
@@ -190,9 +190,9 @@ class Service:
         if path.is_dir():
             return None
         try:
-            with Image.open(path):
-                return "image"
-        except Exception:  # noqa: BLE001 - not a picture either
+            with Image.open(path) as im:  # (an animated GIF is a video)
+                return "image" if getattr(im, "n_frames", 1) == 1 else None
+        except Exception:  # noqa: BLE001 - not a picture: perhaps a video
             return None
 
     def _init_state(self, frames: FrameSource):
@@ -201,7 +201,8 @@ class Service:
                                                    spill_limit_bytes=self.disk,
                                                    release_memory_every=RELEASE_EVERY)
         except (ValueError, RuntimeError, OSError) as e:
-            raise BadInput(422, f"cannot read the video's first frame: {' '.join(str(e).split())}") from None
+            why = " ".join(str(e).replace(str(frames_path(frames)), "the file").split())
+            raise BadInput(422, f"cannot read the video's first frame: {why}") from None
 
     async def _close(self, entry: VideoEntry) -> None:
         async with entry.lock:  # a job running on it finishes first
@@ -234,13 +235,13 @@ class Service:
                                 "(DELETE /api/videos/{id}/propagation) first")
         return entry
 
-    async def run_on(self, entry: VideoEntry, fn, *args):
+    async def run_on(self, entry: VideoEntry, fn, *args, lane: str = "interactive"):
         """``fn(*args)`` on the executor, one job at a time per session."""
         async with entry.lock:
             if entry.closed:
                 raise self.videos.missing("video session", entry.session_id)
             try:
-                return await self.executor.run(fn, *args)
+                return await self.executor.run(fn, *args, lane=lane)
             except SpillLimitError as e:
                 raise BadInput(507, f"{e} (server: --spill-limit-gb)") from None
 
@@ -310,12 +311,13 @@ class Service:
                     yield {"done": True, "cancelled": True, "frames": n}
                     return
                 try:
-                    item = await self.run_on(entry, next, gen, None)
+                    item = await self.run_on(entry, next, gen, None, lane="bulk")
                 except BadInput as e:
                     yield {"error": str(e), "frames": n}
                     return
                 except (ValueError, RuntimeError, OSError) as e:
-                    yield {"error": f"tracking stopped: {' '.join(str(e).split())}", "frames": n}
+                    why = " ".join(str(e).replace(str(entry.path), "the video").split())
+                    yield {"error": f"tracking stopped: {why}", "frames": n}
                     return
                 if item is None:
                     break
@@ -345,7 +347,7 @@ class Service:
         await self.run_on(entry, self.video_predictor.reset_state, entry.state)
 
     async def frame_masks(self, session_id: str, frame_idx: int) -> dict:
-        entry = self.session(session_id)
+        entry = self.session(session_id, for_change=False)  # (read between the tracking's frame jobs)
         s = entry.state
         if not 0 <= frame_idx < s.num_frames:
             raise BadInput(404, f"frame {frame_idx} is outside the video: it has {s.num_frames} frames "
@@ -371,7 +373,8 @@ class Service:
             raise BadInput(409, "nothing to export yet: prompt an object and track the video first")
         target = self.work_dir / f"export-{secrets.token_hex(6)}.{'mp4' if fmt == 'mp4' else 'zip'}"
         try:
-            await self.run_on(entry, write_export, self.video_predictor, entry.state, fmt, target, entry.fps)
+            await self.run_on(entry, write_export, self.video_predictor, entry.state, fmt, target, entry.fps,
+                              lane="bulk")
         except BaseException:
             target.unlink(missing_ok=True)
             raise
@@ -388,6 +391,10 @@ class Service:
             close_entry(entry)
         self.images.clear()
         shutil.rmtree(self.work_dir, ignore_errors=True)
+
+
+def frames_path(frames: FrameSource) -> str:
+    return str(getattr(frames, "path", "") or getattr(frames, "folder", "") or "\x00")
 
 
 def _jpeg(frames: FrameSource, frame_idx: int, quality: int) -> bytes:

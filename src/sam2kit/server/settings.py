@@ -33,7 +33,9 @@ class ServeSettings:
     spill_limit_gb: float = _setting(
         20.0, "disk all video sessions together may use for results kept out of memory, in GB "
               "(about 0.75 MB per frame and object at 1024 px)")
-    workers: int = _setting(2, "model jobs that run at once")
+    workers: int = _setting(2, "threads for model jobs: one for what a person waits for (clicks, opening a "
+                                  "picture), the rest, at low CPU priority, for tracking, everything-masks "
+                                  "and exports")
     queue: int = _setting(16, "model jobs that may wait; beyond it requests get 503 with Retry-After")
     work_dir: Path | None = _setting(None, "where uploads and exports live while used (default: a "
                                            "fresh folder in the temporary folder, removed at exit)")
