@@ -32,7 +32,7 @@ async function errorOf(res) {
     message = body.error || body.detail || "";
   } catch { /* not JSON: a proxy's page, say */ }
   if (res.status === 401) {
-    return new ApiError("This server needs a token (it was started with --token): enter it under Settings, then try again.", 401);
+    return new ApiError("This server needs a token (it was started with --token): enter it under Server in the side panel, then try again.", 401);
   }
   if (!message) message = `The server answered ${res.status} ${res.statusText}.`;
   return new ApiError(message.charAt(0).toUpperCase() + message.slice(1), res.status);
@@ -106,6 +106,12 @@ export const removeObject = (sid, obj) => send("DELETE", `${V(sid)}/objects/${ob
 export const reset = (sid) => send("POST", `${V(sid)}/reset`).then(json);
 export const cancelTracking = (sid) => send("DELETE", `${V(sid)}/propagation`).then(json);
 export const closeVideo = (sid) => send("DELETE", V(sid)).then(json);
+
+/** Close a session as the page goes away (a request that outlives the page). */
+export function closeVideoOnExit(sid) {
+  const headers = token ? { Authorization: `Bearer ${token}` } : {};
+  fetch(V(sid), { method: "DELETE", keepalive: true, headers }).catch(() => {});
+}
 export const exportVideo = (sid, format) => send("GET", `${V(sid)}/export?format=${format}`).then((r) => r.blob());
 
 /** Track: POST .../propagate and call onItem(obj, line) for each NDJSON line as it arrives. Resolves

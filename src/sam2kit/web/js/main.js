@@ -39,7 +39,7 @@ async function openFile(file) {
   const limit = getState().health?.limits?.max_upload_mb;
   await run(`Cannot open ${file.name}`, async () => {
     if (limit && file.size > limit * 1e6) {
-      throw new Error(`it is ${(file.size / 1e6).toFixed(0)} MB, over this server's upload limit of ${limit} MB `
+      throw new Error(`it is ${(file.size / 1e6).toFixed(file.size < 1e7 ? 1 : 0)} MB, over this server's upload limit of ${limit} MB `
         + "(sam2kit serve --max-upload-mb); use a shorter or smaller file, or put it under the server's --media-root.");
     }
     const kind = guessKind(file);
@@ -326,6 +326,7 @@ wireObjects();
 wireControls();
 renderShortcuts();
 document.addEventListener("keydown", onKey);
+window.addEventListener("pagehide", () => { const v = getState().video; if (v) api.closeVideoOnExit(v.id); });
 state.subscribe(render);
 setInterval(() => { if (getState().jobs.length) state.touch(); }, 250);
 loadServerInfo();

@@ -11,8 +11,8 @@ import { commit, getState, reset, showError, startJob, touch, update } from "./s
 
 const predictions = new LRU(512); // prompt key -> {response} | {waiting: true}
 const lastShown = new Map();      // object id -> the mask drawn last ({key, rle}), kept while waiting
-let latencyMark = null;           // {objectId, key, t0}: the click whose mask is awaited
-export const latencies = [];      // click-to-mask times in ms, for the status line and automation
+let latencyMark = null;           // {objectId, key, t0, answered}: the click whose mask is awaited
+export const latencies = [];      // [{ms: click to mask drawn, answerMs: click to the server's answer}]
 
 const promptKey = (p) => JSON.stringify([p.points, p.box]);
 
@@ -21,6 +21,8 @@ export async function open(source, name) {
   try {
     const info = await api.openImage(source);
     const bitmap = await createImageBitmap(await api.picture(info.image_id));
+    const video = getState().video?.id;
+    if (video) api.closeVideo(video).catch(() => {}); // free the server's session
     predictions.clear();
     lastShown.clear();
     latencyMark = null;
@@ -47,6 +49,7 @@ export function sync() {
     const body = { points: p.points.map(([x, y]) => [x, y]), labels: p.points.map((q) => q[2]), box: p.box, multimask: true };
     pending(api.predict(imageId, body).then((response) => {
       if (getState().picture?.id !== imageId) return;
+      if (latencyMark?.key === k) latencyMark.answered = performance.now();
       predictions.set(k, { response });
       touch();
     }, (e) => {
@@ -97,10 +100,10 @@ export function drawn(keys) {
   if (!latencyMark) return null;
   const hit = keys.some(([id, k]) => id === latencyMark.objectId && k === latencyMark.key);
   if (!hit) return null;
-  const ms = performance.now() - latencyMark.t0;
+  const now = performance.now(), { t0, answered } = latencyMark;
   latencyMark = null;
-  latencies.push(ms);
-  return ms;
+  latencies.push({ ms: now - t0, answerMs: (answered ?? now) - t0 });
+  return now - t0;
 }
 
 function selectedForPrompt(doc) {
@@ -164,7 +167,7 @@ export async function segmentEverything(params) {
       .map((a, i) => ({ ...a, color: colorFor(i + 1) }));
     update({ everything: { anns, hover: null } });
     job.end(anns.length
-      ? `Segment everything: ${anns.length} masks in ${job.elapsed().toFixed(1)} s. Hover to see one, click to add it as an object; Esc to leave.`
+      ? `Segment everything: ${anns.length} mask${anns.length === 1 ? "" : "s"} in ${job.elapsed().toFixed(1)} s. Hover to see one, click to add it as an object; Esc to leave.`
       : `Segment everything found no mask (${job.elapsed().toFixed(1)} s); try a finer grid or lower thresholds.`);
   } catch (e) {
     job.end();

@@ -26,6 +26,8 @@ export async function open(source, name) {
   const job = startJob(`Opening ${name}`);
   try {
     const info = await api.openVideo(source);
+    const previous = getState().video?.id;
+    if (previous) api.closeVideo(previous).catch(() => {}); // free the server's session
     for (const m of [frames, frameMasks, sent]) m.clear();
     loading.clear();
     maskLoading.clear();
@@ -126,7 +128,7 @@ export function drawn() {
   if (getState().frame !== latencyMark.frame || syncing) return null;
   const ms = performance.now() - latencyMark.t0;
   latencyMark = null;
-  latencies.push(ms);
+  latencies.push({ ms, answerMs: null });
   return ms;
 }
 
