@@ -260,3 +260,57 @@ def test_unreadable_file_help_and_narrow_window(page, browser):
     page.get_by_test_id("object-list").scroll_into_view_if_needed()
     assert page.get_by_test_id("object-list").is_visible()
     browser.shot("narrow")
+
+
+def test_rle_decoding_in_the_page_matches_sam2kit(page):
+    """The page's COCO RLE decoder (js/rle.js) on masks the drawing tests do not meet: empty,
+    full, one pixel, noise, stripes, a large rectangle with a hole, and a 4100x4096 mask whose
+    first run (over 2^24) needs six 5-bit groups and whose later runs have negative differences."""
+    from sam2kit.amg import coco_encode_rle, coco_string_to_counts, mask_to_rle
+
+    rng = np.random.default_rng(0)
+    big = np.zeros((2000, 3000), bool)
+    big[100:1900, 5:2990] = True
+    big[700, 40] = False
+    huge = np.zeros((4096, 4100), bool)
+    huge[10:20, -1] = huge[30:4000, -1] = huge[4050:4052, -1] = True
+    cases = [np.zeros((3, 4), bool), np.ones((5, 7), bool), np.eye(1, dtype=bool), rng.random((37, 53)) > 0.5,
+             np.tile([[True, False, False]], (20, 10)), big, huge]
+    rles = [coco_encode_rle(mask_to_rle(m)) for m in cases]
+    first = coco_string_to_counts(rles[-1]["counts"])
+    assert first[0] > 2**24 and first[5] < first[3], "the large case covers what it says"
+    got = page.evaluate("""async (rles) => {
+        const { decodeMask } = await import('/js/rle.js');
+        return rles.map((r) => {
+            const m = decodeMask(r);
+            let area = 0, weighted = 0;
+            m.data.forEach((v, i) => { if (v) { area += 1; weighted = (weighted + i) % 1000003; } });
+            return { w: m.width, h: m.height, area, weighted, small: m.data.length < 5000 ? Array.from(m.data) : null };
+        });
+    }""", rles)
+    for mask, g in zip(cases, got):
+        flat = mask.reshape(-1)
+        assert (g["h"], g["w"]) == mask.shape and g["area"] == int(flat.sum())
+        assert g["weighted"] == int(np.flatnonzero(flat).sum() % 1000003)
+        if g["small"] is not None:
+            assert g["small"] == flat.astype(int).tolist()
+
+
+def test_drop_a_picture(page):
+    """A picture dropped on the page is uploaded and opened (the sample's bytes: the server
+    finds their embedding in its cache)."""
+    import base64
+    from importlib.resources import files
+
+    data = (files("sam2kit") / "assets" / "sample_photo.png").read_bytes()
+    with page.expect_response(lambda r: r.url.endswith("/api/images")) as info:
+        page.evaluate("""(b64) => {
+            const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+            const dt = new DataTransfer();
+            dt.items.add(new File([bytes], 'dropped.png', { type: 'image/png' }));
+            document.getElementById('stage').dispatchEvent(new DragEvent('drop', { dataTransfer: dt, bubbles: true, cancelable: true }));
+        }""", base64.b64encode(data).decode())
+    assert info.value.request.headers["content-type"].startswith("multipart/form-data")
+    settle(page)
+    assert "Opened dropped.png (600x400)" in page.get_by_test_id("status").text_content()
+    assert page.get_by_test_id("canvas").get_attribute("width") == "600"

@@ -1,11 +1,12 @@
-// COCO run-length encoding of masks, as the server sends them ({"size": [H, W], "counts": str}),
-// and the masks the page works with: {width, height, data} with data a Uint8Array of H*W, row
-// by row, 1 inside the mask. The runs go down the columns (column-major), starting with a run
-// of 0s (possibly empty). The same algorithm as sam2kit.amg (pycocotools' rleFrString and
-// rleToString): from the fourth count on, each count is stored as the difference to the count
+// COCO run-length encoded masks as the server sends them ({"size": [H, W], "counts": str}),
+// decoded to the masks the page works with: {width, height, data}, data a Uint8Array of H*W,
+// row by row, 1 inside the mask. The runs go down the columns (column-major), starting with a
+// run of 0s (possibly empty). The algorithm is sam2kit.amg.coco_string_to_counts (pycocotools'
+// rleFrString): from the fourth count on, each count is stored as the difference to the count
 // two before; each number is written 5 bits at a time, least significant first, as the
 // character 48 + value, with 32 added while more groups follow; the last group's bit 16 is the
-// sign. Plain number arithmetic (not 32-bit bit shifts), so counts up to 2^53 are exact.
+// sign. Plain number arithmetic (no 32-bit shifts), so counts up to 2^53 are exact. The page
+// sends no masks, so it has no encoder.
 
 /** The run lengths of a COCO compressed counts string. */
 export function decodeCounts(s) {
@@ -26,22 +27,6 @@ export function decodeCounts(s) {
     counts.push(x);
   }
   return counts;
-}
-
-/** The COCO compressed string of run lengths (the inverse of decodeCounts). */
-export function encodeCounts(counts) {
-  let out = "";
-  for (let i = 0; i < counts.length; i++) {
-    let x = i > 2 ? counts[i] - counts[i - 2] : counts[i];
-    let more = true;
-    while (more) {
-      const ch = ((x % 32) + 32) % 32;
-      x = Math.floor(x / 32); // arithmetic shift: negative numbers end at -1
-      more = ch & 0x10 ? x !== -1 : x !== 0;
-      out += String.fromCharCode(48 + (more ? ch | 0x20 : ch));
-    }
-  }
-  return out;
 }
 
 /** {size: [H, W], counts} -> {width, height, data: Uint8Array(H*W) row-major, 0/1}. */
@@ -66,22 +51,6 @@ export function decodeMask(rle) {
     throw new Error(`RLE counts add up to ${pos}, not ${height}x${width} = ${width * height} pixels`);
   }
   return { width, height, data };
-}
-
-/** A mask -> {size: [H, W], counts: string}, as the server writes it. */
-export function encodeMask(mask) {
-  const { width, height, data } = mask;
-  const counts = [];
-  let value = 0, run = 0;
-  for (let x = 0; x < width; x++) {
-    for (let y = 0; y < height; y++) {
-      const v = data[y * width + x];
-      if (v !== value) { counts.push(run); run = 0; value = v; }
-      run += 1;
-    }
-  }
-  counts.push(run);
-  return { size: [height, width], counts: encodeCounts(counts) };
 }
 
 /** Area in pixels and bounding box [x, y, w, h] (null when empty) of a mask. */
