@@ -42,6 +42,8 @@ export function render(s) {
 }
 
 function renderStage(s) {
+  const size = s.mode === "picture" ? s.picture : s.video;
+  if (size) $("stage").style.setProperty("--ar", `${size.width} / ${size.height}`); // (narrow windows)
   const f = fit(s);
   if (!f) return;
   const box = $("canvas-box"), canvas = $("canvas"), overlay = $("overlay");
