@@ -48,7 +48,11 @@ class Service:
         self.executor = ModelExecutor(settings.workers, settings.queue)
         self.images = ImageStore(settings.max_images)
         self.videos = VideoStore(settings.max_sessions, settings.session_ttl)
-        self.video_predictor = SAM2VideoPredictor(model)
+        # A correction click on a frame already tracked makes that frame a conditioning frame (as
+        # SAM 2 is trained for interactive correction), so the next tracking keeps it; with the
+        # reference's inference default (False) the next propagation through that frame
+        # recomputes it and the correction is lost.
+        self.video_predictor = SAM2VideoPredictor(model, add_all_frames_to_correct_as_cond=True)
         self.disk = DiskBudget(settings.spill_limit_bytes)
         if settings.work_dir is not None:
             Path(settings.work_dir).mkdir(parents=True, exist_ok=True)
