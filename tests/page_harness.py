@@ -13,16 +13,14 @@ import io
 import json
 import os
 import re
-import signal
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
+
+from serve_helpers import Server, random_checkpoint  # noqa: F401 - the tests' imports
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path(os.environ.get("SAM2KIT_CHROMIUM", "/usr/bin/chromium"))
@@ -46,63 +44,6 @@ def need_browser():
             pytest.fail(problem)
         pytest.skip(problem)
     return sync_playwright
-
-
-def random_checkpoint(path: Path, seed: int = 0) -> Path:
-    """A random tiny SAM 2 checkpoint in the official format; the object-score head is biased
-    so the tracker sees objects as present (as scripts/make_random_checkpoint.py does)."""
-    import torch
-
-    from sam2kit import get_config
-    from sam2kit.build import build_model
-
-    torch.manual_seed(seed)
-    state = build_model(get_config("sam2-hiera-tiny")).state_dict()
-    state["sam_mask_decoder.pred_obj_score_head.layers.2.bias"].fill_(8.0)
-    torch.save({"model": state}, path)
-    return path
-
-
-class Server:
-    """``sam2kit serve`` on a free loopback port, as a user starts it; ``.url``, ``.log``."""
-
-    def __init__(self, checkpoint: Path, resolution: int, media_root: Path | None = None, *extra: str):
-        cmd = [sys.executable, "-m", "sam2kit", "serve", "--model", str(checkpoint), "--resolution",
-               str(resolution), "--port", "0", "--device", "cpu", *extra]
-        if media_root is not None:
-            cmd += ["--media-root", str(media_root)]
-        env = dict(os.environ, OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"), PYTHONUNBUFFERED="1")
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
-        self.lines: list[str] = []
-        self._found = threading.Event()
-        self.url = None
-        threading.Thread(target=self._read, daemon=True).start()
-        if not self._found.wait(120) or self.url is None:
-            self.stop()
-            raise RuntimeError("sam2kit serve did not start:\n" + self.log)
-
-    def _read(self):
-        for line in self.proc.stdout:
-            self.lines.append(line)
-            m = re.search(r"listening on (http://\S+/)", line)
-            if m:
-                self.url = m.group(1)
-                self._found.set()
-        self._found.set()
-
-    @property
-    def log(self) -> str:
-        return "".join(self.lines[-60:])
-
-    def stop(self) -> int | None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        return self.proc.returncode
 
 
 class Browser:

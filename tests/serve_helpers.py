@@ -8,7 +8,7 @@ import re
 import signal
 import subprocess
 import sys
-import time
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +18,10 @@ from sam2kit import get_config
 from sam2kit.build import build_model
 
 
-def random_checkpoint(path: Path, name: str = "sam2.1-hiera-tiny") -> Path:
-    """Random weights in the official format, objects judged present (as with real weights)."""
-    torch.manual_seed(0)
+def random_checkpoint(path: Path, name: str = "sam2-hiera-tiny", seed: int = 0) -> Path:
+    """Random weights in the official format, objects judged present (as with real weights; as
+    scripts/make_random_checkpoint.py does)."""
+    torch.manual_seed(seed)
     model = build_model(get_config(name, 256))
     with torch.no_grad():
         model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(8.0)
@@ -51,27 +52,37 @@ def write_mp4(path: Path, frames: list[np.ndarray], fps: float = 10.0) -> Path:
 
 
 class Server:
-    """``sam2kit serve`` in a subprocess; ``url``, ``stop()`` (SIGTERM, returns the exit status)."""
+    """``sam2kit serve`` in a subprocess on a free loopback port, as a user starts it: ``url``
+    (no trailing slash), ``log`` (its output so far, read by a thread so that the pipe never
+    fills), ``stop()`` (SIGTERM; returns the exit status)."""
 
     def __init__(self, checkpoint: Path, *options: str, resolution: int = 256, timeout: float = 180.0):
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "sam2kit", "serve", "--model", str(checkpoint), "--resolution",
              str(resolution), "--port", "0", "--device", "cpu", *options],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         self.output: list[str] = []
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                break
+        self.url: str | None = None
+        self._found = threading.Event()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        if not self._found.wait(timeout) or self.url is None:
+            self.stop()
+            raise RuntimeError("sam2kit serve did not start:\n" + self.log)
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
             self.output.append(line)
             m = re.search(r"listening on (http://\S+?)/? ", line)
-            if m:
-                self.url = m.group(1).rstrip("/")
-                return
-        self.proc.kill()
-        raise RuntimeError("sam2kit serve did not start:\n" + "".join(self.output))
+            if m and self.url is None:
+                self.url = m.group(1)
+                self._found.set()
+        self._found.set()
+
+    @property
+    def log(self) -> str:
+        return "".join(self.output[-60:])
 
     def stop(self, sig=signal.SIGTERM, timeout: float = 60.0) -> int:
         if self.proc.poll() is None:
@@ -81,5 +92,5 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             rc = self.proc.wait()
-        self.output += self.proc.stdout.readlines()
+        self._reader.join(10)
         return rc

@@ -29,7 +29,7 @@ CLICKS = [(60 + 40 * i, 110 + 180 * (i % 2)) for i in range(12)]
 def server(tmp_path_factory):
     need_browser()
     folder = tmp_path_factory.mktemp("page_latency")
-    srv = Server(random_checkpoint(folder / "tiny.pt"), 1024)
+    srv = Server(random_checkpoint(folder / "tiny.pt"), resolution=1024)
     yield srv
     srv.stop()
 

@@ -27,7 +27,7 @@ SIZE = (600, 400)  # the sample photo
 def server(tmp_path_factory):
     need_browser()
     folder = tmp_path_factory.mktemp("page_picture")
-    srv = Server(random_checkpoint(folder / "tiny.pt"), 512)
+    srv = Server(random_checkpoint(folder / "tiny.pt"), resolution=512)
     yield srv
     srv.stop()
 

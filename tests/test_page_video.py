@@ -35,7 +35,8 @@ def server(tmp_path_factory):
     media = folder / "media"
     media.mkdir()
     shutil.copy(files("sam2kit") / "assets" / "sample_video.mp4", media / "clip.mp4")
-    srv = Server(random_checkpoint(folder / "tiny.pt"), 256, media, "--max-upload-mb", "0.2")
+    srv = Server(random_checkpoint(folder / "tiny.pt"), "--media-root", str(media), "--max-upload-mb", "0.2",
+                 resolution=256)
     yield srv
     srv.stop()
 
@@ -91,7 +92,7 @@ def track(page, server, session: str, frames: int | None, direction: str = "forw
     settle(page)
     lines = [json.loads(line) for line in page.evaluate("window.sam2kit.lastStream()")]
     for line in lines[:-1]:
-        api = httpx.get(f"{server.url}api/videos/{session}/frames/{line['frame']}/masks").json()
+        api = httpx.get(f"{server.url}/api/videos/{session}/frames/{line['frame']}/masks").json()
         assert api["objects"] == line["objects"], f"frame {line['frame']}: the stream and the API differ"
     return lines
 
@@ -126,7 +127,7 @@ def test_two_objects_track_cancel_correct_retrack(page, browser, server):
     assert req["frame"] == 3 and req["object"] == 2
     check_frame(page, res["objects"], "object 2 clicked on frame 3")
     browser.shot("two-objects")
-    objects = lambda: httpx.get(f"{server.url}api/videos/{session}").json()["objects"]  # noqa: E731
+    objects = lambda: httpx.get(f"{server.url}/api/videos/{session}").json()["objects"]  # noqa: E731
     page.keyboard.press("Control+z")  # the click: object 2 has no prompt left on the server
     settle(page)
     assert objects() == [1]
@@ -159,7 +160,7 @@ def test_two_objects_track_cancel_correct_retrack(page, browser, server):
     settle(page)
     status = page.get_by_test_id("status").text_content()
     assert "Tracking cancelled after" in status and "of 75 frames" in status
-    state = httpx.get(f"{server.url}api/videos/{session}").json()
+    state = httpx.get(f"{server.url}/api/videos/{session}").json()
     assert state["propagating"] is False and state["tracked_frames"] < 75
     browser.shot("cancelled")
 

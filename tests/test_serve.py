@@ -9,12 +9,10 @@ import os
 import threading
 import time
 import zipfile
-from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from conftest import synthetic_image
@@ -63,7 +61,8 @@ def api(server):
 def local(files):
     """The Python API on the same weights, for the answers the server must give."""
     image = SAM2ImagePredictor.from_pretrained(str(files["ckpt"]), image_size=256)
-    return image, SAM2VideoPredictor(image.model)
+    # (the server keeps corrections on tracked frames as conditioning frames: see below)
+    return image, SAM2VideoPredictor(image.model, add_all_frames_to_correct_as_cond=True)
 
 
 def decode(rle: dict) -> np.ndarray:
@@ -90,7 +89,7 @@ def upload_photo(api, files) -> dict:
 
 def test_health_and_docs(api):
     h = api.get("/api/health").json()
-    assert h["status"] == "ok" and h["model"] == "sam2.1-hiera-tiny" and h["image_size"] == 256
+    assert h["status"] == "ok" and h["model"] == "sam2-hiera-tiny" and h["image_size"] == 256
     assert h["device"] == "cpu" and h["limits"]["max_sessions"] == 8 and h["limits"]["token"] is False
     assert api.get("/docs").status_code == 200
     schema = api.get("/openapi.json").json()
@@ -277,6 +276,22 @@ def exports(api, sid: str, lines: list[dict]) -> None:
     with av.open(io.BytesIO(r.content)) as c:
         assert sum(1 for _ in c.decode(video=0)) == N_FRAMES
     error(api.get(f"/api/videos/{sid}/export", params={"format": "gif"}), 422, "format")
+
+
+def test_a_correction_on_a_tracked_frame_is_kept_by_the_next_tracking(api, files):
+    """The server's video predictor makes a corrected frame a conditioning frame (as SAM 2 is
+    trained for corrections); with the reference predictor's default the next tracking through
+    that frame would compute it again and drop the correction."""
+    sid = open_clip(api, files)["session_id"]
+    api.post(f"/api/videos/{sid}/prompts", json=dict(frame=0, object=1, points=[[30, 48]], labels=[1]))
+    first = {ln["frame"]: ln["objects"] for ln in stream(api, sid, max_frames=4)[:-1]}
+    corrected = api.post(f"/api/videos/{sid}/prompts", json=dict(frame=2, object=1, points=[[100, 80]],
+                                                                 labels=[0], clear_old=True)).json()["objects"]
+    assert corrected != first[2]
+    second = {ln["frame"]: ln["objects"] for ln in stream(api, sid, start_frame=0, max_frames=4)[:-1]}
+    assert second[2] == corrected and second[3] != first[3]  # kept, and tracked on from
+    assert api.get(f"/api/videos/{sid}/frames/2/masks").json()["objects"] == corrected
+    api.delete(f"/api/videos/{sid}")
 
 
 def test_the_stream_is_incremental_and_a_disconnect_cancels_it(api, files):

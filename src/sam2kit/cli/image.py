@@ -16,7 +16,7 @@ from sam2kit.images import DEFAULT_MAX_PIXELS, ImageReadError, allow_pixels, rea
 from . import prompts as P
 from .auto import add_auto_options, check_auto_args, run_auto, summary_auto
 from .common import (CLIError, Console, StagedOutput, add_feedback_options, add_model_options,
-                     add_output_options, check_model_options, load_model, one_line, sample)
+                     add_output_options, check_model_options, load_model, sample)
 from ..outputs import (BBOX_FORMAT, colour, draw_prompt, grid_composite, mask_png, mask_stats,
                       save_json, tint)
 
