@@ -20,7 +20,6 @@ import argparse
 import io
 import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -35,17 +34,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from serve_helpers import Server, moving_frames, random_checkpoint, write_mp4  # noqa: E402
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from serve_helpers import Server, cpu_name, moving_frames, random_checkpoint, write_mp4  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:
@@ -211,7 +200,7 @@ def main() -> None:
     threads = os.environ.get("OMP_NUM_THREADS", str(os.cpu_count()))
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        ckpt = random_checkpoint(tmp / "tiny.pt", "sam2-hiera-tiny")
+        ckpt = random_checkpoint(tmp / "tiny.pt")
         video = write_mp4(tmp / "clip.mp4", moving_frames(24))
         pics = pictures(4, (1024, 768))
         baseline = in_process_predict(ckpt, args.resolution, pics[0])

@@ -18,6 +18,20 @@ from sam2kit import get_config
 from sam2kit.build import build_model
 
 
+def cpu_name() -> str:
+    """The CPU's model name, to print beside every figure."""
+    import platform
+
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
 def random_checkpoint(path: Path, name: str = "sam2-hiera-tiny", seed: int = 0) -> Path:
     """Random weights in the official format, objects judged present (as with real weights; as
     scripts/make_random_checkpoint.py does)."""

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import statistics
 import time
 
 import httpx
 import pytest
 
+from serve_helpers import cpu_name
 from page_harness import SCREENSHOTS, Browser, Server, need_browser, point_on_canvas, random_checkpoint, settle
 
 SIZE = (600, 400)
@@ -32,16 +32,6 @@ def server(tmp_path_factory):
     srv = Server(random_checkpoint(folder / "tiny.pt"), resolution=1024)
     yield srv
     srv.stop()
-
-
-def cpu_name() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def summary(values: list[float]) -> dict:

@@ -84,6 +84,8 @@ def test_oversized_uploads_get_413_without_being_read(setup):
     assert r.status_code == 413 and "0.3 MB" in r.json()["error"] and "--max-upload-mb" in r.json()["error"]
 
     def chunks():  # no Content-Length: cut off while counting
+        yield (b'--zz\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
+               b"Content-Type: image/png\r\n\r\n")
         for _ in range(100):
             yield b"x" * 10_000
     r = api.post("/api/images", content=chunks(), headers={"content-type": "multipart/form-data; boundary=zz"})

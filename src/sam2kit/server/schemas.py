@@ -66,12 +66,11 @@ class ImageInfo(BaseModel):
     cached: bool = Field(description="the embedding was already computed (same picture seen before)")
 
 
-class PredictRequest(Strict):
+class Clicks(Strict):
+    """Points with their labels and/or a box, in pixels of the picture or frame."""
     points: list[Point] = Field(default_factory=list, description="clicks, [[x, y], ...] in pixels")
     labels: list[Literal[0, 1]] = Field(default_factory=list, description="1 foreground, 0 background")
     box: tuple[float, float, float, float] | None = Field(None, description="[x0, y0, x1, y1] in pixels")
-    mask_input: str | None = Field(None, description="a logits_id from an earlier response on this image")
-    multimask: bool = Field(True, description="three candidates (true) or one")
 
     @field_validator("points")
     @classmethod
@@ -83,14 +82,22 @@ class PredictRequest(Strict):
     def _box(cls, v):
         return None if v is None else _finite(v, "box coordinates")
 
-    @model_validator(mode="after")
-    def _pairs(self):
+    def _check_clicks(self, other: str | None, what: str) -> None:
         if len(self.points) != len(self.labels):
             raise ValueError(f"{len(self.points)} points but {len(self.labels)} labels: give one label per point")
-        if not self.points and self.box is None and self.mask_input is None:
-            raise ValueError("give points (with labels), a box, or a mask_input")
         if len(self.points) > 256:
             raise ValueError("at most 256 points in one prompt")
+        if not self.points and self.box is None and other is None:
+            raise ValueError(f"give points (with labels), a box, or {what}")
+
+
+class PredictRequest(Clicks):
+    mask_input: str | None = Field(None, description="a logits_id from an earlier response on this image")
+    multimask: bool = Field(True, description="three candidates (true) or one")
+
+    @model_validator(mode="after")
+    def _pairs(self):
+        self._check_clicks(self.mask_input, "a mask_input")
         return self
 
 
@@ -133,35 +140,17 @@ class VideoState(VideoInfo):
     propagating: bool
 
 
-class PromptRequest(Strict):
+class PromptRequest(Clicks):
     frame: int = Field(ge=0)
     object: int = Field(ge=0, le=2**31 - 1)
-    points: list[Point] = Field(default_factory=list)
-    labels: list[Literal[0, 1]] = Field(default_factory=list)
-    box: tuple[float, float, float, float] | None = None
     mask: RLE | None = Field(None, description="a mask prompt instead of points/box (the frame's size)")
     clear_old: bool = Field(True, description="replace this object's earlier points on this frame")
 
-    @field_validator("points")
-    @classmethod
-    def _points(cls, v):
-        return [_finite(p, "point coordinates") for p in v]
-
-    @field_validator("box")
-    @classmethod
-    def _box(cls, v):
-        return None if v is None else _finite(v, "box coordinates")
-
     @model_validator(mode="after")
     def _kinds(self):
-        if len(self.points) != len(self.labels):
-            raise ValueError(f"{len(self.points)} points but {len(self.labels)} labels: give one label per point")
         if self.mask is not None and (self.points or self.box is not None):
             raise ValueError("a mask prompt goes alone: leave out points and box")
-        if self.mask is None and not self.points and self.box is None:
-            raise ValueError("give points (with labels), a box, or a mask")
-        if len(self.points) > 256:
-            raise ValueError("at most 256 points in one prompt")
+        self._check_clicks(self.mask, "a mask")
         return self
 
 
