@@ -1,0 +1,271 @@
+"""The batch driver: compares the items with the ledger, schedules what is left over a backend
+(this process, local worker processes or Ray actors), records every state change, and writes
+the dataset's COCO file at the end. It alone writes the ledger.
+
+Resuming: a rerun skips items that are done (and, for a local OUT, whose ``results.json`` is
+there), redoes the rest, and refuses items done with other settings unless ``overwrite``.
+An item's settings hash covers every option that changes its outputs: the task, the model
+(name, checkpoint file and size, revision, resolution, precision, int8) and the task's options
+with the prompt the item gets. Options that change outputs at most by float rounding are left
+out, so that a run may be resumed on other hardware: the device, ``--compile``, the number of
+workers and threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import sam2kit
+
+from .items import Item
+from .ledger import Ledger
+from .storage import open_output
+from .worker import PROMPT_OPTIONS, BatchSpec, ItemResult, WorkItem, command_argv, parse_single
+
+NOT_SETTINGS = {"image", "video", "output", "overwrite", "quiet", "json", "run", "command",
+                "device", "compile"}
+SNAPSHOT_EVERY_S = 60.0  # an object-store output's ledger copy is refreshed this often
+
+
+class BatchError(RuntimeError):
+    """The batch cannot run as asked (settings changed, someone else's folder, ...)."""
+
+
+@dataclass(frozen=True)
+class BatchConfig:
+    """A batch run. ``options``: the single-item command's options as ``--flag=value`` tokens
+    (the default prompt among them); ``workers``: processes, or actors with ``ray`` (``local``
+    or a cluster address); ``threads``: torch threads per worker (None: the cores / workers);
+    ``retries``: further attempts of a failing item in this run."""
+
+    task: str
+    output: str
+    options: tuple[str, ...] = ()
+    workers: int = 1
+    threads: int | None = None
+    ray: str | None = None
+    gpus_per_worker: float = 0.0
+    retries: int = 1
+    overwrite: bool = False
+    verify: bool = False
+    state_dir: str | None = None
+
+
+# ---- settings -----------------------------------------------------------------------------
+
+def settings_of(task: str, options) -> dict:
+    """The options that change outputs, by the single-item parser's own reading of them (a
+    CLIError for bad options); the default prompt separately, as given."""
+    args = parse_single(command_argv(task, options, "ITEM", "OUT"))
+    settings = {"task": task}
+    for k, v in sorted(vars(args).items()):
+        if k in NOT_SETTINGS or k in ("point", "box", "grid"):
+            continue
+        settings[k] = v if isinstance(v, (int, float, bool, str, type(None))) else str(v)
+    for k in ("model", "checkpoint"):
+        path = Path(str(settings.get(k) or "")).expanduser()
+        if path.suffix in (".pt", ".pth") and path.is_file():
+            settings[f"{k}_bytes"] = path.stat().st_size
+    settings["default_prompt"] = [t for t in options if t.split("=", 1)[0] in PROMPT_OPTIONS]
+    return settings
+
+
+def item_hash(settings: dict, item: Item) -> str:
+    """The settings hash of an item's outputs: the settings with the prompt it gets."""
+    s = {k: v for k, v in settings.items() if k != "default_prompt"}
+    s["prompt"] = list(item.prompts) if item.prompts else settings["default_prompt"]
+    return hashlib.sha256(json.dumps(s, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _differences(old: dict | None, new: dict) -> str:
+    """The settings that differ, as ``name: old -> new``."""
+    def show(v):
+        return (" ".join(v) or "none") if isinstance(v, list) else str(v)
+
+    old = old or {}
+    diffs = [f"{'prompt' if k == 'default_prompt' else k}: {show(old.get(k))} -> {show(new.get(k))}"
+             for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)]
+    return "; ".join(diffs[:6]) or "their own prompts differ"
+
+
+# ---- the run ------------------------------------------------------------------------------
+
+@dataclass
+class Tally:
+    done: int = 0
+    failed: int = 0
+    retried: int = 0
+    tries: dict = field(default_factory=dict)
+
+
+def run_batch(config: BatchConfig, items: list[Item], console, make_backend=None) -> dict:
+    """Run (or resume) a batch; returns its report. ``console``: notes and the progress bar
+    (``sam2kit.cli.common.Console``); ``make_backend(spec)``: another backend (the benchmark's
+    simulated cluster)."""
+    t0 = time.time()
+    settings = settings_of(config.task, config.options)
+    output = open_output(config.output, config.state_dir)
+    with output.lock():
+        output.download_ledger()
+        if output.foreign_content() and not config.overwrite:
+            raise BatchError(f"output {output.url!r} holds files but no batch ledger; choose an "
+                             "empty or new folder with -o, or pass --overwrite to write among them")
+        output.prepare()
+        ledger = Ledger(output.ledger_path)
+        try:
+            todo, skipped = plan(ledger, output, config, settings, items)
+            spec = BatchSpec(config.task, tuple(config.options), output.url, _threads(config))
+            tally, backend_text = Tally(), "nothing to do"
+            if todo:
+                backend = make_backend(spec) if make_backend else _backend(config, spec)
+                backend_text = backend.description
+                console.note(f"batch: {len(todo)} items to make ({skipped} done before) on "
+                             f"{backend_text}; ledger {output.ledger_path}")
+                try:
+                    schedule(ledger, backend, todo, config.retries, console, tally, output)
+                finally:
+                    backend.close()
+            if config.task != "video":
+                write_coco(ledger, output)
+            if output.remote:
+                _upload_ledger(ledger, output)
+            failures = ledger.failures()
+        finally:
+            ledger.close()
+    seconds = time.time() - t0
+    keys = {it.key for it in items}
+    return {"output": output.url, "ledger": str(output.ledger_path), "task": config.task,
+            "settings": settings, "items": len(items), "skipped": skipped, "done": tally.done,
+            "failed": tally.failed, "retried": tally.retried, "backend": backend_text,
+            "seconds": round(seconds, 3),
+            "items_per_second": round(tally.done / seconds, 4) if tally.done else 0.0,
+            "failures": [f for f in failures if f["key"] in keys]}
+
+
+def _threads(config: BatchConfig) -> int | None:
+    if config.threads:
+        return config.threads
+    if config.workers == 1 and not config.ray:
+        return None  # the driver's own process: torch's default
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, cores // config.workers)
+
+
+def _backend(config: BatchConfig, spec: BatchSpec):
+    if config.ray:
+        from .ray_backend import RayBackend
+
+        return RayBackend(spec, config.ray, config.workers, spec.threads, config.gpus_per_worker)
+    from .pool import InProcessBackend, ProcessBackend
+
+    return InProcessBackend(spec) if config.workers == 1 else ProcessBackend(spec, config.workers)
+
+
+def plan(ledger: Ledger, output, config: BatchConfig, settings: dict, items: list[Item]):
+    """(work items to make, number skipped): new and unfinished items, done items whose
+    outputs are gone; done items made with other settings are refused (BatchError) or,
+    with ``overwrite``, redone."""
+    rows = ledger.add(items)
+    hashes = {it.key: item_hash(settings, it) for it in items}
+    done = [it for it in items if rows[it.key][1] == "done"]
+    changed = [it for it in done if rows[it.key][2] != hashes[it.key]]
+    if changed and not config.overwrite:
+        raise BatchError(
+            f"{output.url} holds {len(changed)} item(s) made with other settings "
+            f"({_differences(ledger.meta().get('settings'), settings)}), e.g. {changed[0].key!r}; "
+            "rerun with the earlier options to resume, choose another -o, or pass --overwrite to "
+            "redo them with these settings")
+    check = not output.remote or config.verify  # a stat each locally; a request each remotely
+    redo = {it.key for it in changed}
+    missing = [it for it in done if check and it.key not in redo and not output.complete(it.key)]
+    redo |= {it.key for it in missing}
+    ledger.redo([rows[key][0] for key in sorted(redo)])
+    ledger.set_meta(task=config.task, settings=settings, sam2kit_version=sam2kit.__version__)
+    todo = [WorkItem(rows[it.key][0], it.key, it.source, it.prompts, hashes[it.key]) for it in items
+            if rows[it.key][1] != "done" or it.key in redo]
+    return todo, len(items) - len(todo)
+
+
+def schedule(ledger: Ledger, backend, todo: list[WorkItem], retries: int, console, tally: Tally,
+             output=None) -> Tally:
+    """Give items to the backend while it has free slots; record each start, success and
+    failure in the ledger (one transaction each); retry a failed item up to ``retries`` times
+    at the end of the queue. Items out when this stops (an interrupt) are left ``running`` in
+    the ledger: the next run redoes them."""
+    queue, out = deque(todo), {}
+    snapshot_at = time.time() + SNAPSHOT_EVERY_S
+    with console.progress(total=len(todo), desc="items", unit="item") as bar:
+        while queue or out:
+            while queue and len(out) < backend.slots:
+                work = queue.popleft()
+                ledger.start(work.id)
+                backend.submit(work)
+                out[work.id] = work
+            for work, result in backend.wait(timeout=1.0):
+                out.pop(work.id, None)
+                _record(ledger, work, result, retries, queue, tally)
+                if result.ok or tally.tries.get(work.id, 0) > retries:
+                    bar.update(1)
+                    if tally.failed:
+                        bar.set_postfix(failed=tally.failed, refresh=False)
+            if output is not None and output.remote and time.time() > snapshot_at:
+                _upload_ledger(ledger, output)
+                snapshot_at = time.time() + SNAPSHOT_EVERY_S
+    return tally
+
+
+def _record(ledger: Ledger, work: WorkItem, result: ItemResult, retries: int, queue: deque,
+            tally: Tally) -> None:
+    if result.ok:
+        ledger.done(work.id, work.settings, result.seconds, result.worker, result.coco)
+        tally.done += 1
+        return
+    tries = tally.tries[work.id] = tally.tries.get(work.id, 0) + 1
+    final = tries > retries
+    ledger.fail(work.id, result.error or "failed", final, result.seconds, result.worker)
+    if final:
+        tally.failed += 1
+    else:
+        tally.retried += 1
+        queue.append(work)
+
+
+# ---- dataset-level outputs ----------------------------------------------------------------
+
+def write_coco(ledger: Ledger, output) -> None:
+    """OUT/annotations.json: every done image of the ledger and its masks (COCO: images,
+    annotations with compressed-RLE segmentations, one category), streamed to a temporary
+    file and moved into place."""
+    local = output.state / f"annotations.{os.getpid()}.tmp"
+    info = {"description": "sam2kit batch", "sam2kit_version": sam2kit.__version__,
+            "settings": ledger.meta().get("settings"),
+            "annotation_ids": "image id * 100000 + k + 1, k the mask's index in its folder",
+            "bbox_format": "[x, y, width, height]: x, y the top-left pixel, width = last column - "
+                           "first column (as the automatic generator's records)"}
+    with open(local, "w", encoding="utf-8") as f:
+        f.write('{"info": ' + json.dumps(info) + ',\n"categories": [{"id": 1, "name": "object"}],\n"images": [')
+        sep = "\n"
+        for _, _, part in ledger.coco_parts():
+            f.write(sep + json.dumps(part["image"]))
+            sep = ",\n"
+        f.write('],\n"annotations": [')
+        sep = "\n"
+        for _, _, part in ledger.coco_parts():
+            for a in part["annotations"]:
+                f.write(sep + json.dumps(a))
+                sep = ",\n"
+        f.write("]}\n")
+    output.put(str(local), "annotations.json")
+
+
+def _upload_ledger(ledger: Ledger, output) -> None:
+    tmp = output.state / f"ledger-copy.{os.getpid()}.sqlite"
+    tmp.unlink(missing_ok=True)
+    ledger.snapshot(tmp)
+    output.put(str(tmp), "batch.sqlite")
