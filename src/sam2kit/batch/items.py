@@ -81,6 +81,8 @@ def _discover_one(text: str, task: str, exclude: str | None) -> list[Item]:
         root = static if static.endswith("/") else posixpath.dirname(static)
         out = []
         for match in sorted(fs.glob(path)):
+            if _hidden(posixpath.relpath(match, root or ".")):  # as the shell's globs do
+                continue
             if fs.isdir(match):
                 out += _walk(fs, match, root.rstrip("/") or "/", task, exclude, full)
             elif _is_item_file(match, task):
@@ -94,6 +96,10 @@ def _discover_one(text: str, task: str, exclude: str | None) -> list[Item]:
                      "as 'photos/*.jpg' in quotes, or object-store URLs such as s3://bucket/photos/)")
 
 
+def _hidden(rel: str) -> bool:
+    return any(part.startswith(".") and part not in (".", "..") for part in rel.split("/"))
+
+
 def _is_item_file(path: str, task: str) -> bool:
     ext = posixpath.splitext(path)[1].lower()
     return ext in (VIDEO_EXTENSIONS if task == "video" else IMAGE_EXTENSIONS)
@@ -104,8 +110,7 @@ def _walk(fs, folder: str, root: str | None, task: str, exclude: str | None, ful
     and a frame folder given directly is keyed by its name)."""
     base = root if root is not None else folder
     files = [f for f in fs.find(folder, withdirs=False)
-             if not any(part.startswith(".") for part in posixpath.relpath(f, folder).split("/"))
-             and not (exclude and (f + "/").startswith(exclude.rstrip("/") + "/"))]
+             if not _hidden(posixpath.relpath(f, folder)) and not (exclude and (f + "/").startswith(exclude.rstrip("/") + "/"))]
     if task != "video":
         return [Item(posixpath.relpath(f, base), full(f)) for f in files if _is_item_file(f, task)]
     out = [Item(posixpath.relpath(f, base), full(f)) for f in files if _is_item_file(f, task)]

@@ -48,8 +48,13 @@ class Ledger:
 
     def __init__(self, path: str | Path, readonly: bool = False):
         self.path = Path(path)
-        if readonly:
-            self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
+        if readonly:  # a read-write handle that only reads: the last one to close removes the
+            try:      # -wal/-shm files, which a read-only handle would leave behind in OUT
+                self.db = sqlite3.connect(f"file:{self.path}?mode=rw", uri=True, timeout=30)
+                self.db.execute("PRAGMA query_only = 1")
+                self.db.execute("SELECT 1 FROM meta LIMIT 1")
+            except sqlite3.OperationalError:  # a read-only folder
+                self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, timeout=30)
         else:
             self.db = sqlite3.connect(self.path, timeout=30)  # `with self.db:` = one transaction
             self.db.execute("PRAGMA journal_mode=WAL")

@@ -111,11 +111,11 @@ def run_batch(config: BatchConfig, items: list[Item], console, make_backend=None
     t0 = time.time()
     settings = settings_of(config.task, config.options)
     output = open_output(config.output, config.state_dir)
+    if output.foreign_content() and not config.overwrite:  # before anything is written there
+        raise BatchError(f"output {output.url!r} holds files but no batch ledger; choose an "
+                         "empty or new folder with -o, or pass --overwrite to write among them")
     with output.lock():
         output.download_ledger()
-        if output.foreign_content() and not config.overwrite:
-            raise BatchError(f"output {output.url!r} holds files but no batch ledger; choose an "
-                             "empty or new folder with -o, or pass --overwrite to write among them")
         output.prepare()
         ledger = Ledger(output.ledger_path)
         try:
