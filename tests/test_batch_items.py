@@ -12,7 +12,7 @@ import pytest
 from sam2kit.batch import InputError, Ledger, discover, read_manifest
 from sam2kit.batch.items import Item, check_unique
 from sam2kit.batch.runner import item_hash, settings_of
-from sam2kit.batch.worker import command_argv, parse_single
+from sam2kit.batch.worker import command_argv, encode_coco, parse_single
 
 
 def touch(path, data=b"x"):
@@ -131,14 +131,14 @@ def test_ledger_records_each_state_change(tmp_path):
     led.start(1, "w0")
     reader = Ledger(path, readonly=True)  # --status reads while the driver writes
     assert reader.counts() == {"done": 0, "failed": 0, "pending": 1, "running": 1}
-    led.done(1, "h1", 0.5, "w0", coco={"image": {"id": 1}, "annotations": []})
+    led.done(1, "h1", 0.5, "w0", coco=encode_coco({"image": {"id": 1}, "annotations": [{"id": 2}, {"id": 3}]}))
     led.start(2, "w0")
     led.fail(2, "bad", final=False)
     led.start(2, "w0")
     led.fail(2, "still bad", final=True)
     assert reader.counts() == {"done": 1, "failed": 1, "pending": 0, "running": 0}
     assert reader.failures() == [{"key": "b", "source": "/in/b", "attempts": 2, "error": "still bad"}]
-    assert [(i, k) for i, k, _ in reader.coco_parts()] == [(1, "a")]
+    assert list(reader.coco_parts()) == [({"id": 1}, [{"id": 2}, {"id": 3}])]
     assert led.add([Item("b", "/moved/b")])["b"] == (2, "failed", None)  # same id, new source
     led.close()
     reader.close()

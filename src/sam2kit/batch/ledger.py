@@ -1,9 +1,12 @@
 """The batch ledger: one SQLite file that records every item's state, attempts, last error,
 timings and the settings its outputs were made with; the driver alone writes it.
 
-Why SQLite (stdlib ``sqlite3``) and not a JSONL log: each state change is one transaction,
-atomic and durable against a killed process (write-ahead log: readers such as ``--status``
-never block the writer and never see half a change); a resumed run finds what is left with an
+Why SQLite (stdlib ``sqlite3``) and not a JSONL log: every state change is made in a
+transaction, atomic and durable against a killed process (write-ahead log: readers such as
+``--status`` never block the writer and never see half a change); the driver commits the
+changes of one scheduling round together (``transaction()``: the results that came in and the
+items given out), which keeps the commit count per item below one when many workers finish at
+once; a resumed run finds what is left with an
 indexed query instead of replaying a log whose size grows with every attempt; one row per item
 is updated in place, so the file stays proportional to the number of items (about 200 bytes an
 item plus its COCO annotations); and ``--status`` can read it while a run goes on.
@@ -16,6 +19,7 @@ failed; the next run tries again).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import time
@@ -37,7 +41,7 @@ CREATE TABLE IF NOT EXISTS items (
     seconds REAL                     -- the worker's time on the item
 );
 CREATE INDEX IF NOT EXISTS items_state ON items(state);
-CREATE TABLE IF NOT EXISTS coco (    -- per image: its COCO entry and annotations (zlib JSON)
+CREATE TABLE IF NOT EXISTS coco (    -- per image: zlib(image JSON, newline, annotations JSON)
     item_id INTEGER PRIMARY KEY REFERENCES items(id), data BLOB NOT NULL
 );
 """
@@ -63,11 +67,26 @@ class Ledger:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
 
+        self._depth = 0
+
     def close(self) -> None:
         self.db.close()
 
+    @contextlib.contextmanager
+    def transaction(self):
+        """Changes made inside are committed together (all or none); nested: the outer one."""
+        if self._depth:
+            yield
+            return
+        self._depth = 1
+        try:
+            with self.db:
+                yield
+        finally:
+            self._depth = 0
+
     def _tx(self, sql: str, *params) -> None:
-        with self.db:  # one transaction
+        with self.transaction():
             self.db.execute(sql, params)
 
     # ---- run-level information ---------------------------------------------------------
@@ -76,7 +95,7 @@ class Ledger:
         return {k: json.loads(v) for k, v in self.db.execute("SELECT key, value FROM meta")}
 
     def set_meta(self, **values) -> None:
-        with self.db:
+        with self.transaction():
             self.db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                                 [(k, json.dumps(v)) for k, v in values.items()])
 
@@ -85,7 +104,7 @@ class Ledger:
     def add(self, items) -> dict[str, tuple]:
         """Record new items (key, source) and update moved sources, in one transaction;
         returns key -> (id, state, settings hash) for every item given."""
-        with self.db:
+        with self.transaction():
             self.db.executemany(
                 "INSERT INTO items (key, source) VALUES (?, ?) "
                 "ON CONFLICT(key) DO UPDATE SET source = excluded.source WHERE source != excluded.source",
@@ -104,15 +123,15 @@ class Ledger:
                  "started = ?, finished = NULL WHERE id = ?", worker, time.time(), item_id)
 
     def done(self, item_id: int, settings: str, seconds: float, worker: str = "",
-             coco: dict | None = None) -> None:
-        """The item's outputs are complete in OUT; its COCO part is stored with it, atomically."""
-        with self.db:
+             coco: bytes | None = None) -> None:
+        """The item's outputs are complete in OUT; its COCO part (``encode_coco``) is stored
+        with it, atomically."""
+        with self.transaction():
             self.db.execute("UPDATE items SET state = 'done', error = NULL, settings = ?, seconds = ?, "
                             "worker = ?, finished = ? WHERE id = ?",
                             (settings, seconds, worker, time.time(), item_id))
             if coco is not None:
-                blob = zlib.compress(json.dumps(coco, separators=(",", ":")).encode(), 6)
-                self.db.execute("INSERT OR REPLACE INTO coco VALUES (?, ?)", (item_id, blob))
+                self.db.execute("INSERT OR REPLACE INTO coco VALUES (?, ?)", (item_id, coco))
             else:
                 self.db.execute("DELETE FROM coco WHERE item_id = ?", (item_id,))
 
@@ -125,7 +144,7 @@ class Ledger:
 
     def redo(self, item_ids: list[int]) -> None:
         """Done items to be made again (other settings, or their outputs went missing)."""
-        with self.db:
+        with self.transaction():
             self.db.executemany("UPDATE items SET state = 'pending' WHERE id = ?",
                                 [(i,) for i in item_ids])
 
@@ -151,12 +170,18 @@ class Ledger:
         """(id, key, state, attempts, started, finished) of every item, in id order."""
         return self.db.execute("SELECT id, key, state, attempts, started, finished FROM items ORDER BY id")
 
-    def coco_parts(self):
-        """(item id, key, the item's COCO part) of done items, in id order."""
-        q = ("SELECT items.id, items.key, coco.data FROM items JOIN coco ON coco.item_id = items.id "
+    def coco_texts(self):
+        """(image JSON, annotations JSON joined by ",\n") of done items, in id order."""
+        q = ("SELECT coco.data FROM items JOIN coco ON coco.item_id = items.id "
              "WHERE items.state = 'done' ORDER BY items.id")
-        for item_id, key, blob in self.db.execute(q):
-            yield item_id, key, json.loads(zlib.decompress(blob))
+        for (blob,) in self.db.execute(q):
+            image, _, annotations = zlib.decompress(blob).decode().partition("\n")
+            yield image, annotations
+
+    def coco_parts(self):
+        """(image, annotations) of done items, in id order, as Python objects."""
+        for image, annotations in self.coco_texts():
+            yield json.loads(image), json.loads(f"[{annotations}]")
 
     def snapshot(self, dest: str | Path) -> None:
         """A consistent copy of the ledger (SQLite's online backup), e.g. to upload."""

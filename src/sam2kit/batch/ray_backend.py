@@ -63,10 +63,12 @@ class RayWorker:
 
 
 class RayBackend:
-    """``workers`` actors on the runtime at ``address`` (``local``: start one here)."""
+    """``workers`` actors on the runtime at ``address`` (``local``: start one here).
+    ``actor``: the actor class (RayWorker; the benchmark measures Ray's own cost per item
+    with one that holds no model)."""
 
     def __init__(self, spec: BatchSpec, address: str, workers: int, threads: int,
-                 gpus_per_worker: float = 0.0):
+                 gpus_per_worker: float = 0.0, actor: type = RayWorker):
         ray = self.ray = import_ray()
         self.started_here = not ray.is_initialized()
         if self.started_here:
@@ -75,7 +77,7 @@ class RayBackend:
             else:
                 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
                 ray.init(address=address, log_to_driver=False, configure_logging=False)
-        self.actor_class = ray.remote(num_cpus=threads, num_gpus=gpus_per_worker)(RayWorker)
+        self.actor_class = ray.remote(num_cpus=threads, num_gpus=gpus_per_worker)(actor)
         self.spec, self.workers, self.made = spec, workers, 0
         self.slots = workers * IN_FLIGHT_PER_ACTOR
         self.description = (f"Ray ({address}): {workers} actors, {threads} CPU{'s' * (threads > 1)}"

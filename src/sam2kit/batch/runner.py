@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -195,25 +196,32 @@ def plan(ledger: Ledger, output, config: BatchConfig, settings: dict, items: lis
 def schedule(ledger: Ledger, backend, todo: list[WorkItem], retries: int, console, tally: Tally,
              output=None) -> Tally:
     """Give items to the backend while it has free slots; record each start, success and
-    failure in the ledger (one transaction each); retry a failed item up to ``retries`` times
-    at the end of the queue. Items out when this stops (an interrupt) are left ``running`` in
-    the ledger: the next run redoes them."""
-    queue, out = deque(todo), {}
+    failure in the ledger; retry a failed item up to ``retries`` times at the end of the
+    queue. One transaction a round: the results that came in and the items given out next.
+    Items out when this stops (an interrupt) are left ``running`` in the ledger: the next run
+    redoes them."""
+    queue, out, finished = deque(todo), {}, []
     snapshot_at = time.time() + SNAPSHOT_EVERY_S
     with console.progress(total=len(todo), desc="items", unit="item") as bar:
-        while queue or out:
-            while queue and len(out) < backend.slots:
-                work = queue.popleft()
-                ledger.start(work.id)
-                backend.submit(work)
-                out[work.id] = work
-            for work, result in backend.wait(timeout=1.0):
-                out.pop(work.id, None)
-                _record(ledger, work, result, retries, queue, tally)
+        while queue or out or finished:
+            given = []
+            with ledger.transaction():
+                for work, result in finished:
+                    _record(ledger, work, result, retries, queue, tally)
+                while queue and len(out) + len(given) < backend.slots:
+                    given.append(queue.popleft())
+                    ledger.start(given[-1].id)
+            for work, result in finished:
                 if result.ok or tally.tries.get(work.id, 0) > retries:
                     bar.update(1)
-                    if tally.failed:
-                        bar.set_postfix(failed=tally.failed, refresh=False)
+            if tally.failed:
+                bar.set_postfix(failed=tally.failed, refresh=False)
+            for work in given:
+                backend.submit(work)
+                out[work.id] = work
+            finished = backend.wait(timeout=1.0) if out else []
+            for work, _ in finished:
+                out.pop(work.id, None)
             if output is not None and output.remote and time.time() > snapshot_at:
                 _upload_ledger(ledger, output)
                 snapshot_at = time.time() + SNAPSHOT_EVERY_S
@@ -240,27 +248,29 @@ def _record(ledger: Ledger, work: WorkItem, result: ItemResult, retries: int, qu
 
 def write_coco(ledger: Ledger, output) -> None:
     """OUT/annotations.json: every done image of the ledger and its masks (COCO: images,
-    annotations with compressed-RLE segmentations, one category), streamed to a temporary
-    file and moved into place."""
+    annotations with compressed-RLE segmentations, one category), streamed in one pass over
+    the ledger (annotations into a second temporary file) and moved into place."""
     local = output.state / f"annotations.{os.getpid()}.tmp"
+    side = output.state / f"annotations.{os.getpid()}.part"
     info = {"description": "sam2kit batch", "sam2kit_version": sam2kit.__version__,
             "settings": ledger.meta().get("settings"),
             "annotation_ids": "image id * 100000 + k + 1, k the mask's index in its folder",
             "bbox_format": "[x, y, width, height]: x, y the top-left pixel, width = last column - "
                            "first column (as the automatic generator's records)"}
-    with open(local, "w", encoding="utf-8") as f:
+    with open(local, "w", encoding="utf-8") as f, open(side, "w+", encoding="utf-8") as g:
         f.write('{"info": ' + json.dumps(info) + ',\n"categories": [{"id": 1, "name": "object"}],\n"images": [')
-        sep = "\n"
-        for _, _, part in ledger.coco_parts():
-            f.write(sep + json.dumps(part["image"]))
+        sep = sep_a = "\n"
+        for image, annotations in ledger.coco_texts():
+            f.write(sep + image)
             sep = ",\n"
+            if annotations:
+                g.write(sep_a + annotations)
+                sep_a = ",\n"
         f.write('],\n"annotations": [')
-        sep = "\n"
-        for _, _, part in ledger.coco_parts():
-            for a in part["annotations"]:
-                f.write(sep + json.dumps(a))
-                sep = ",\n"
+        g.seek(0)
+        shutil.copyfileobj(g, f)
         f.write("]}\n")
+    side.unlink()
     output.put(str(local), "annotations.json")
 
 

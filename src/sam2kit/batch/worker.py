@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import socket
 import time
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,13 +55,14 @@ class WorkItem:
 @dataclass(frozen=True)
 class ItemResult:
     """How an attempt went: ``ok``, the worker's seconds on it, which worker, the error (one
-    line) and, for images, the item's part of the dataset's COCO file."""
+    line) and, for images, the item's part of the dataset's COCO file (``encode_coco``: made
+    and compressed by the worker, so that the driver only stores it)."""
 
     ok: bool
     seconds: float
     worker: str
     error: str | None = None
-    coco: dict | None = None
+    coco: bytes | None = None
 
 
 def command_argv(task: str, options, source: str, out: str, prompts=()) -> list[str]:
@@ -122,7 +125,8 @@ class ItemRunner:
             results = self._make(args, Path(staged))
             if local != work.source:  # record where the input really is, not the download
                 _set_input_path(results, work.source, Path(staged) / "results.json")
-            coco = coco_part(self.spec.task, results, Path(staged), work) if self.spec.task != "video" else None
+            coco = None if self.spec.task == "video" else encode_coco(
+                coco_part(self.spec.task, results, Path(staged), work))
             self.output.commit(staged, work.key)
             staged = None
             return ItemResult(True, time.perf_counter() - t0, self.name, coco=coco)
@@ -191,6 +195,13 @@ def coco_part(task: str, results: dict, out: Path, work: WorkItem) -> dict:
     image = {"id": work.id, "file_name": work.key, "path": work.source,
              "width": info["width"], "height": info["height"]}
     return {"image": image, "annotations": anns}
+
+
+def encode_coco(part: dict) -> bytes:
+    """A COCO part as the ledger stores it: zlib of the image's JSON, a newline, and the
+    annotations' JSON joined by ",\n" (annotations.json is then written without parsing)."""
+    text = json.dumps(part["image"]) + "\n" + ",\n".join(json.dumps(a) for a in part["annotations"])
+    return zlib.compress(text.encode(), 6)
 
 
 # ---- a local worker process ---------------------------------------------------------------

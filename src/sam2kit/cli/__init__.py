@@ -63,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
         results, text = args.run(args, console)
     except CLIError as e:
         return _fail(str(e), 2)
-    except KeyboardInterrupt:
-        return _fail("interrupted; nothing was written", 130)
+    except KeyboardInterrupt as e:  # a command may say what an interruption leaves (batch)
+        return _fail(str(e) or "interrupted; nothing was written", 130)
     except OSError as e:  # a full disk, a folder that went away, ...
         return _fail(f"{one_line(e)}; nothing was written", 1)
     except Exception as e:  # noqa: BLE001 - one line for the user, not a traceback

@@ -164,6 +164,9 @@ def command(args, console: Console) -> tuple[dict, str]:
                              args.ray, args.gpus_per_worker, args.retries, args.overwrite, args.verify,
                              args.state_dir)
         report = run_batch(config, items, console)
+    except KeyboardInterrupt:
+        raise KeyboardInterrupt(f"interrupted; finished items are kept in {args.output}: rerun the "
+                                "same command to make the rest") from None
     except (InputError, BatchError, InitError) as e:
         raise CLIError(str(e)) from None
     except (ImportError, ValueError, RuntimeError) as e:  # a missing extra, a bad URL, a busy OUT
