@@ -8,8 +8,9 @@ the driver and ledger at cluster scale.
    does not depend on them). Items/s is measured over the items (from the ledger: first start
    to last finish); "wall" adds start-up (model loads, Ray's runtime).
 2. ``ray``: Ray's own cost per item: the driver's scheduling and ledger code with actors that
-   hold no model and return at once (two actors, two tasks in flight each), against the same
-   code with an in-process backend that returns at once.
+   hold no model and return at once (two actors, two tasks in flight each; one item a task,
+   and 16), against the same code with an in-process backend that returns at once; and the
+   driver's own CPU time per item.
 3. ``sim``: the driver, scheduler and ledger at cluster scale, with a simulated cluster of
    workers that take a fixed time per item and write nothing (no model): 100,000 items found by
    discovery in real files; 800 slots at 0.25 s an item (100 nodes x 8 GPUs at 4 images/s
@@ -117,9 +118,12 @@ def real_runs(root: Path, resolution: int, threads: int) -> list[dict]:
             if proc.returncode != 0:
                 raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
             n, span = ledger_span(out)
+            load = os.getloadavg()[1]  # the machine's 5-minute load: others' work shows here
             runs.append({"task": task, "run": name, "items": n, "items_per_s": round(n / span, 3),
-                         "s_per_item": round(span / n, 3), "wall_s": round(wall, 2)})
-            print(f"{task:5} {name:22} {n} items  {n / span:.3f} items/s  wall {wall:.1f} s", flush=True)
+                         "s_per_item": round(span / n, 3), "wall_s": round(wall, 2),
+                         "load_avg_5min": round(load, 1)})
+            print(f"{task:5} {name:22} {n} items  {n / span:.3f} items/s  wall {wall:.1f} s  "
+                  f"(load average {load:.1f})", flush=True)
     return runs
 
 
@@ -157,12 +161,11 @@ class EchoWorker:
     def ready(self):
         return ("ready", self.name)
 
-    def run(self, work):
-        from sam2kit.batch.worker import ItemResult
+    def run(self, works):
+        from sam2kit.batch.worker import ItemResult, encode_coco
 
-        from sam2kit.batch.worker import encode_coco
-
-        return ItemResult(True, 0.0, self.name, coco=encode_coco(coco_part(work.id, work.key, self.rles)))
+        return [ItemResult(True, 0.0, self.name, coco=encode_coco(coco_part(w.id, w.key, self.rles)))
+                for w in works]
 
 
 class SimulatedCluster:
@@ -223,7 +226,9 @@ def ray_overhead(root: Path, n: int) -> dict:
     figures = {}
     for name, make in [("in-process, no model", lambda spec: SimulatedCluster(1, 0.0)),
                        ("Ray local, 2 actors, no model",
-                        lambda spec: RayBackend(spec, "local", 2, 1, actor=EchoWorker))]:
+                        lambda spec: RayBackend(spec, "local", 2, 1, actor=EchoWorker)),
+                       ("Ray local, 2 actors, no model, 16 items a task",
+                        lambda spec: RayBackend(spec, "local", 2, 1, items_per_task=16, actor=EchoWorker))]:
         t0 = time.perf_counter()
         backend_start = {}
 
@@ -234,15 +239,18 @@ def ray_overhead(root: Path, n: int) -> dict:
             return b
 
         out = root / f"overhead-{len(figures)}"
+        cpu0 = time.process_time()
         report = run_batch(BatchConfig("image", str(out), ("--resolution=512",)), items,
                            Console(quiet=True), make_backend=timed)
+        cpu = time.process_time() - cpu0  # the driver's own CPU (Ray's workers are other processes)
         n_done, span = ledger_span(out)
         figures[name] = {"items": n_done, "items_per_s": round(n_done / span, 1),
                          "ms_per_item": round(1000 * span / n_done, 3),
+                         "driver_cpu_ms_per_item": round(1000 * cpu / n_done, 3),
                          "start_s": round(backend_start["s"], 2),
                          "wall_s": round(time.perf_counter() - t0, 2), "failed": report["failed"]}
         print(f"{name:32} {n_done / span:8.1f} items/s  {1000 * span / n_done:.3f} ms an item  "
-              f"start {backend_start['s']:.1f} s", flush=True)
+              f"driver CPU {1000 * cpu / n_done:.3f} ms an item  start {backend_start['s']:.1f} s", flush=True)
     return figures
 
 
@@ -288,7 +296,9 @@ def simulate(root: Path, n: int, slots: int, seconds: float) -> dict:
     db = sqlite3.connect(out / "batch.sqlite")
     at_kill = dict(db.execute("SELECT state, COUNT(*) FROM items GROUP BY state").fetchall())
     running = {i for (i,) in db.execute("SELECT id FROM items WHERE state = 'running'")}
-    fig["first_run"] = {"killed_after_s": round(killed_s, 2), "states_at_kill": at_kill}
+    first, last = db.execute("SELECT MIN(started), MAX(finished) FROM items WHERE state = 'done'").fetchone()
+    fig["first_run"] = {"killed_after_s": round(killed_s, 2), "states_at_kill": at_kill,
+                        "items_per_s": round(at_kill["done"] / (last - first), 1)}
     report, resumed_s = run()
     rows = db.execute("SELECT id, state, attempts FROM items").fetchall()
     attempts = {i: a for i, _, a in rows}
@@ -296,10 +306,11 @@ def simulate(root: Path, n: int, slots: int, seconds: float) -> dict:
     for _, s, _ in rows:
         states[s] = states.get(s, 0) + 1
     extra = sum(a - 1 for a in attempts.values())
-    fig["resumed_run"] = {"s": round(resumed_s, 2), "made": report["done"], "skipped": report["skipped"],
+    fig["resumed_run"] = {"s": round(resumed_s, 2), "timings_s": report["timings_s"],
+                          "made": report["done"], "skipped": report["skipped"],
                           "failed": report["failed"], "states_after": states,
                           "attempts_beyond_one": extra,
-                          "items_per_s": round(report["done"] / resumed_s, 1)}
+                          "items_per_s": round(report["done"] / report["timings_s"]["items"], 1)}
     # every item made once: one attempt, one more if it was out when the driver died, one more
     # if it failed once; items that always fail are failed after 2 attempts in each run
     wrong = [i for i, s, a in rows if (s == "failed") != (i in fail_always) or (

@@ -355,11 +355,11 @@ def test_bad_requests_fail_before_any_work(ckpt, data, tmp_path, capsys):
 # ---- Ray and object stores ------------------------------------------------------------------
 
 def test_ray_local_equals_one_worker(ckpt, data, baseline, tmp_path):
-    """A real Ray runtime on 127.0.0.1, two actors each holding a model."""
+    """A real Ray runtime on 127.0.0.1, two actors each holding a model, two items a task."""
     pytest.importorskip("ray")
     out = tmp_path / "out"
     assert main(batch_argv(ckpt, [data / "images"], out, "--grid", "2x2", "--ray", "local",
-                           "--workers", "2", "--threads-per-worker", "1")) == 0
+                           "--workers", "2", "--threads-per-worker", "1", "--items-per-task", "2")) == 0
     rows = ledger_rows(out)
     assert set(rows) == set(IMAGES) and all(r["state"] == "done" and r["attempts"] == 1 for r in rows.values())
     for rel in IMAGES:
@@ -385,8 +385,8 @@ def s3_server():
 
 def test_s3_round_trip(ckpt, data, baseline, tmp_path, s3_server, monkeypatch, capsys):
     """Inputs and outputs in an S3 bucket (real s3fs calls to the local server): the same
-    outputs as on disk, the ledger copied to the bucket, and resumed from there by a driver
-    that has no local ledger."""
+    outputs as on disk, the ledger copied to the bucket (in the background while items are
+    made, and at the end), and resumed from there by a driver that has no local ledger."""
     import s3fs
 
     from sam2kit.batch.storage import fetch_input
@@ -394,6 +394,7 @@ def test_s3_round_trip(ckpt, data, baseline, tmp_path, s3_server, monkeypatch, c
     for k, v in {"AWS_ENDPOINT_URL": s3_server, "AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
                  "AWS_DEFAULT_REGION": "us-east-1"}.items():
         monkeypatch.setenv(k, v)
+    monkeypatch.setattr("sam2kit.batch.runner.SNAPSHOT_EVERY_S", 0.0)  # copy the ledger every round
     fs = s3fs.S3FileSystem(skip_instance_cache=True)
     fs.mkdir("bucket")
     for rel in IMAGES[:3]:

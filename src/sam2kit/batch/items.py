@@ -75,6 +75,8 @@ def _what(task: str) -> str:
 
 def _discover_one(text: str, task: str, exclude: str | None) -> list[Item]:
     fs, path = url_to_fs(text)
+    if not is_remote(text):
+        path = posixpath.normpath(path)  # "a/../b": keys and the output's exclusion compare paths
     full = (lambda p: fs.unstrip_protocol(p)) if is_remote(text) else (lambda p: p)
     if _GLOB.search(path):
         static = path[:_GLOB.search(path).start()]

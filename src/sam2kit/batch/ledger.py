@@ -166,10 +166,6 @@ class Ledger:
              "ORDER BY id LIMIT ?")
         return [dict(zip(("key", "source", "attempts", "error"), r)) for r in self.db.execute(q, (limit,))]
 
-    def rows(self):
-        """(id, key, state, attempts, started, finished) of every item, in id order."""
-        return self.db.execute("SELECT id, key, state, attempts, started, finished FROM items ORDER BY id")
-
     def coco_texts(self):
         """(image JSON, annotations JSON joined by ",\n") of done items, in id order."""
         q = ("SELECT coco.data FROM items JOIN coco ON coco.item_id = items.id "

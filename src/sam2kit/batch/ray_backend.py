@@ -1,7 +1,9 @@
 """Items on Ray (``pip install 'sam2kit[ray]'``): a pool of actors, each holding one loaded
 model (``--workers`` actors with ``--threads-per-worker`` CPUs and ``--gpus-per-worker`` GPUs
-each); every item is one actor task, two in flight per actor so that an actor never waits for
-the driver. Actors write the item's outputs themselves (a shared file system, or an object
+each); items go to them as actor tasks of ``--items-per-task`` items (default 1), two tasks in
+flight per actor so that an actor never waits for the driver. Each task costs the driver
+about half a millisecond of CPU (``benchmarks/batch.py``): past ~1,000 items/s, give several
+items per task. Actors write the item's outputs themselves (a shared file system, or an object
 store); results come back to the driver, which alone writes the ledger, so resuming works as
 with local workers. An actor that dies fails its items (the driver retries them) and is
 replaced.
@@ -58,8 +60,8 @@ class RayWorker:
     def ready(self) -> tuple[str, str]:
         return ("init_error", self.init_error) if self.runner is None else ("ready", self.runner.name)
 
-    def run(self, work: WorkItem) -> ItemResult:
-        return self.runner.run(work)
+    def run(self, works: list[WorkItem]) -> list[ItemResult]:
+        return [self.runner.run(w) for w in works]
 
 
 class RayBackend:
@@ -68,7 +70,7 @@ class RayBackend:
     with one that holds no model)."""
 
     def __init__(self, spec: BatchSpec, address: str, workers: int, threads: int,
-                 gpus_per_worker: float = 0.0, actor: type = RayWorker):
+                 gpus_per_worker: float = 0.0, items_per_task: int = 1, actor: type = RayWorker):
         ray = self.ray = import_ray()
         self.started_here = not ray.is_initialized()
         if self.started_here:
@@ -79,28 +81,39 @@ class RayBackend:
                 ray.init(address=address, log_to_driver=False, configure_logging=False)
         self.actor_class = ray.remote(num_cpus=threads, num_gpus=gpus_per_worker)(actor)
         self.spec, self.workers, self.made = spec, workers, 0
-        self.slots = workers * IN_FLIGHT_PER_ACTOR
+        self.per_task = items_per_task
+        self.slots = workers * IN_FLIGHT_PER_ACTOR * items_per_task
         self.description = (f"Ray ({address}): {workers} actors, {threads} CPU{'s' * (threads > 1)}"
-                            f"{f' and {gpus_per_worker:g} GPUs' if gpus_per_worker else ''} each")
+                            f"{f' and {gpus_per_worker:g} GPUs' if gpus_per_worker else ''} each"
+                            f"{f', {items_per_task} items a task' if items_per_task > 1 else ''}")
         self.actors = [self._new_actor() for _ in range(workers)]
         for status, text in ray.get([a.ready.remote() for a in self.actors]):
             if status == "init_error":
                 self.close()
                 raise InitError(text)
-        self.out: dict = {}  # ObjectRef -> (WorkItem, actor)
+        self.out: dict = {}  # ObjectRef -> (the task's WorkItems, actor)
+        self.pending: list[WorkItem] = []  # a task being filled
 
     def _new_actor(self):
         self.made += 1
         return self.actor_class.remote(self.spec, f"ray-actor-{self.made - 1}")
 
     def submit(self, work: WorkItem) -> None:
+        self.pending.append(work)
+        if len(self.pending) >= self.per_task:
+            self._send()
+
+    def _send(self) -> None:
+        works, self.pending = self.pending, []
         load = {id(a): 0 for a in self.actors}
         for _, actor in self.out.values():
             load[id(actor)] = load.get(id(actor), 0) + 1
         actor = min(self.actors, key=lambda a: load[id(a)])
-        self.out[actor.run.remote(work)] = (work, actor)
+        self.out[actor.run.remote(works)] = (works, actor)
 
     def wait(self, timeout: float) -> list[tuple[WorkItem, ItemResult]]:
+        if self.pending:  # no more items came: send the part-filled task
+            self._send()
         if not self.out:
             return []
         ready, _ = self.ray.wait(list(self.out), num_returns=1, timeout=timeout)
@@ -108,15 +121,16 @@ class RayBackend:
             ready, _ = self.ray.wait(list(self.out), num_returns=len(self.out), timeout=0)
         done = []
         for ref in ready:
-            work, actor = self.out.pop(ref)
+            works, actor = self.out.pop(ref)
             try:
-                done.append((work, self.ray.get(ref)))
+                done += zip(works, self.ray.get(ref))
             except self.ray.exceptions.RayActorError as e:
-                done.append((work, ItemResult(False, 0.0, "ray", error=f"the Ray actor died while "
-                                              f"making this item: {str(e).splitlines()[0]}")))
+                error = f"the Ray actor died while making this item: {str(e).splitlines()[0]}"
+                done += [(w, ItemResult(False, 0.0, "ray", error=error)) for w in works]
                 self._replace(actor)
             except self.ray.exceptions.RayError as e:
-                done.append((work, ItemResult(False, 0.0, "ray", error=f"Ray: {str(e).splitlines()[0]}")))
+                error = f"Ray: {str(e).splitlines()[0]}"
+                done += [(w, ItemResult(False, 0.0, "ray", error=error)) for w in works]
         return done
 
     def _replace(self, actor) -> None:
@@ -129,6 +143,6 @@ class RayBackend:
                 self.ray.kill(actor)
             except Exception:  # noqa: BLE001 - already gone
                 pass
-        self.out = {}
+        self.out, self.pending = {}, []
         if self.started_here and self.ray.is_initialized():
             self.ray.shutdown()

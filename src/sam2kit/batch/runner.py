@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -43,7 +44,8 @@ class BatchConfig:
     """A batch run. ``options``: the single-item command's options as ``--flag=value`` tokens
     (the default prompt among them); ``workers``: processes, or actors with ``ray`` (``local``
     or a cluster address); ``threads``: torch threads per worker (None: the cores / workers);
-    ``retries``: further attempts of a failing item in this run."""
+    ``items_per_task``: items in one Ray task; ``retries``: further attempts of a failing item
+    in this run."""
 
     task: str
     output: str
@@ -52,6 +54,7 @@ class BatchConfig:
     threads: int | None = None
     ray: str | None = None
     gpus_per_worker: float = 0.0
+    items_per_task: int = 1
     retries: int = 1
     overwrite: bool = False
     verify: bool = False
@@ -120,22 +123,29 @@ def run_batch(config: BatchConfig, items: list[Item], console, make_backend=None
         output.prepare()
         ledger = Ledger(output.ledger_path)
         try:
+            t_plan = time.time()
             todo, skipped = plan(ledger, output, config, settings, items)
+            t_items = time.time()
             spec = BatchSpec(config.task, tuple(config.options), output.url, _threads(config))
             tally, backend_text = Tally(), "nothing to do"
             if todo:
-                backend = make_backend(spec) if make_backend else _backend(config, spec)
+                backend = make_backend(spec) if make_backend else _backend(config, spec, len(todo))
                 backend_text = backend.description
                 console.note(f"batch: {len(todo)} items to make ({skipped} done before) on "
                              f"{backend_text}; ledger {output.ledger_path}")
+                copier = LedgerCopier(output) if output.remote else None
                 try:
-                    schedule(ledger, backend, todo, config.retries, console, tally, output)
+                    schedule(ledger, backend, todo, config.retries, console, tally,
+                             copier.maybe if copier else None)
                 finally:
                     backend.close()
+                    if copier:
+                        copier.finish()
+            t_coco = time.time()
             if config.task != "video":
                 write_coco(ledger, output)
             if output.remote:
-                _upload_ledger(ledger, output)
+                copy_ledger(output)
             failures = ledger.failures()
         finally:
             ledger.close()
@@ -145,6 +155,8 @@ def run_batch(config: BatchConfig, items: list[Item], console, make_backend=None
             "settings": settings, "items": len(items), "skipped": skipped, "done": tally.done,
             "failed": tally.failed, "retried": tally.retried, "backend": backend_text,
             "seconds": round(seconds, 3),
+            "timings_s": {"start": round(t_plan - t0, 3), "plan": round(t_items - t_plan, 3),
+                          "items": round(t_coco - t_items, 3), "finish": round(time.time() - t_coco, 3)},
             "items_per_second": round(tally.done / seconds, 4) if tally.done else 0.0,
             "failures": [f for f in failures if f["key"] in keys]}
 
@@ -158,14 +170,16 @@ def _threads(config: BatchConfig) -> int | None:
     return max(1, cores // config.workers)
 
 
-def _backend(config: BatchConfig, spec: BatchSpec):
+def _backend(config: BatchConfig, spec: BatchSpec, items: int):
+    workers = min(config.workers, items)  # no model loads for workers with nothing to do
     if config.ray:
         from .ray_backend import RayBackend
 
-        return RayBackend(spec, config.ray, config.workers, spec.threads, config.gpus_per_worker)
+        return RayBackend(spec, config.ray, workers, spec.threads or 1, config.gpus_per_worker,
+                          config.items_per_task)
     from .pool import InProcessBackend, ProcessBackend
 
-    return InProcessBackend(spec) if config.workers == 1 else ProcessBackend(spec, config.workers)
+    return InProcessBackend(spec) if workers == 1 else ProcessBackend(spec, workers)
 
 
 def plan(ledger: Ledger, output, config: BatchConfig, settings: dict, items: list[Item]):
@@ -194,14 +208,13 @@ def plan(ledger: Ledger, output, config: BatchConfig, settings: dict, items: lis
 
 
 def schedule(ledger: Ledger, backend, todo: list[WorkItem], retries: int, console, tally: Tally,
-             output=None) -> Tally:
+             each_round=None) -> Tally:
     """Give items to the backend while it has free slots; record each start, success and
     failure in the ledger; retry a failed item up to ``retries`` times at the end of the
     queue. One transaction a round: the results that came in and the items given out next.
     Items out when this stops (an interrupt) are left ``running`` in the ledger: the next run
-    redoes them."""
+    redoes them. ``each_round()``: called after every round (the ledger's copy)."""
     queue, out, finished = deque(todo), {}, []
-    snapshot_at = time.time() + SNAPSHOT_EVERY_S
     with console.progress(total=len(todo), desc="items", unit="item") as bar:
         while queue or out or finished:
             given = []
@@ -222,9 +235,8 @@ def schedule(ledger: Ledger, backend, todo: list[WorkItem], retries: int, consol
             finished = backend.wait(timeout=1.0) if out else []
             for work, _ in finished:
                 out.pop(work.id, None)
-            if output is not None and output.remote and time.time() > snapshot_at:
-                _upload_ledger(ledger, output)
-                snapshot_at = time.time() + SNAPSHOT_EVERY_S
+            if each_round is not None:
+                each_round()
     return tally
 
 
@@ -274,8 +286,42 @@ def write_coco(ledger: Ledger, output) -> None:
     output.put(str(local), "annotations.json")
 
 
-def _upload_ledger(ledger: Ledger, output) -> None:
-    tmp = output.state / f"ledger-copy.{os.getpid()}.sqlite"
+def copy_ledger(output) -> None:
+    """Upload a consistent copy of the ledger (SQLite's online backup, through a connection of
+    its own) to ``OUT/batch.sqlite`` of an object-store output."""
+    tmp = output.state / f"ledger-copy.{os.getpid()}.{threading.get_ident()}.sqlite"
     tmp.unlink(missing_ok=True)
-    ledger.snapshot(tmp)
+    source = Ledger(output.ledger_path, readonly=True)
+    try:
+        source.snapshot(tmp)
+    finally:
+        source.close()
     output.put(str(tmp), "batch.sqlite")
+
+
+class LedgerCopier:
+    """The ledger's copy in an object store, refreshed in the background while the driver
+    works: one copy at a time, the next no sooner than SNAPSHOT_EVERY_S, nor than ten times
+    the last copy's duration after it (a 1M-item ledger is gigabytes: at most 10% busy)."""
+
+    def __init__(self, output):
+        self.output, self.thread, self.error = output, None, None
+        self.next_at = time.time() + SNAPSHOT_EVERY_S
+
+    def maybe(self) -> None:
+        if (self.thread is None or not self.thread.is_alive()) and time.time() >= self.next_at:
+            self.next_at = float("inf")
+            self.thread = threading.Thread(target=self._copy, name="ledger-copy", daemon=True)
+            self.thread.start()
+
+    def _copy(self) -> None:
+        t0 = time.time()
+        try:
+            copy_ledger(self.output)
+        except Exception as e:  # noqa: BLE001 - the next copy (and the one at the end) may work
+            self.error = e
+        self.next_at = time.time() + max(SNAPSHOT_EVERY_S, 10 * (time.time() - t0))
+
+    def finish(self) -> None:
+        if self.thread is not None:
+            self.thread.join()

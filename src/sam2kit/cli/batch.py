@@ -96,6 +96,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         "(auto, HOST:PORT, ray://HOST:10001) (pip install 'sam2kit[ray]')")
     r.add_argument("--gpus-per-worker", type=float, default=0.0, metavar="G",
                    help="GPUs of each Ray actor (default 0)")
+    r.add_argument("--items-per-task", type=_count(1), default=1, metavar="K",
+                   help="Ray: items in one task (default 1; more when the driver, at about half a "
+                        "millisecond of CPU a task, cannot keep up with a large cluster)")
     r.add_argument("--retries", type=_count(0), default=1, metavar="N",
                    help="further attempts of a failing item (default 1)")
     r.add_argument("--verify", action="store_true",
@@ -161,8 +164,8 @@ def command(args, console: Console) -> tuple[dict, str]:
 
             items = check_unique(items + read_manifest(args.manifest, args.task))
         config = BatchConfig(args.task, args.output, options, args.workers, args.threads_per_worker,
-                             args.ray, args.gpus_per_worker, args.retries, args.overwrite, args.verify,
-                             args.state_dir)
+                             args.ray, args.gpus_per_worker, args.items_per_task, args.retries,
+                             args.overwrite, args.verify, args.state_dir)
         report = run_batch(config, items, console)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"interrupted; finished items are kept in {args.output}: rerun the "
