@@ -162,6 +162,8 @@ def read_manifest(text: str, task: str) -> list[Item]:
             lines = f.read().splitlines()
     except FileNotFoundError:
         raise InputError(f"manifest {text!r} does not exist; check the path") from None
+    except UnicodeDecodeError:
+        raise InputError(f"manifest {text!r} is not UTF-8 text; write one JSON object a line") from None
     items = []
     for n, line in enumerate(lines, 1):
         if not line.strip():

@@ -24,6 +24,11 @@ LEDGER = "batch.sqlite"
 STATE = ".batch"  # OUT/.batch: staging folders, the driver's lock
 
 
+class StorageError(Exception):
+    """A URL that cannot be opened (unknown scheme, driver not installed), or an output that
+    another driver is writing."""
+
+
 def is_remote(text: str) -> bool:
     """Whether ``text`` is an object-store (or other non-local) URL."""
     return "://" in text and not text.startswith(("file://", "local://"))
@@ -38,9 +43,9 @@ def url_to_fs(text: str):
     except ImportError as e:
         scheme = text.split("://", 1)[0]
         hint = "pip install 'sam2kit[s3]'" if scheme in ("s3", "s3a") else f"install the fsspec driver for {scheme}://"
-        raise ImportError(f"{text!r} needs {hint} ({e})") from None
+        raise StorageError(f"{text!r} needs {hint} ({e})") from None
     except ValueError as e:  # an unknown protocol
-        raise ValueError(f"cannot open {text!r}: {e}") from None
+        raise StorageError(f"cannot open {text!r}: {e}") from None
 
 
 def fetch_input(source: str, scratch: str) -> str:
@@ -93,7 +98,7 @@ class _Output:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 f.seek(0)
-                raise RuntimeError(f"another sam2kit batch is writing {self.url} (pid "
+                raise StorageError(f"another sam2kit batch is writing {self.url} (pid "
                                    f"{f.read().strip() or '?'}); wait for it, or stop it first") from None
             f.seek(0)
             f.truncate()

@@ -147,6 +147,7 @@ def _check_options(task: str, options) -> None:
 def command(args, console: Console) -> tuple[dict, str]:
     from sam2kit.batch import BatchConfig, BatchError, InputError, discover, read_manifest, run_batch
     from sam2kit.batch.pool import InitError
+    from sam2kit.batch.storage import StorageError
 
     if args.status:
         return status(args.status, args.state_dir)
@@ -170,10 +171,8 @@ def command(args, console: Console) -> tuple[dict, str]:
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"interrupted; finished items are kept in {args.output}: rerun the "
                                 "same command to make the rest") from None
-    except (InputError, BatchError, InitError) as e:
-        raise CLIError(str(e)) from None
-    except (ImportError, ValueError, RuntimeError) as e:  # a missing extra, a bad URL, a busy OUT
-        raise CLIError(one_line(e)) from None
+    except (InputError, BatchError, InitError, StorageError) as e:  # StorageError: a bad URL, a
+        raise CLIError(one_line(e)) from None                       # missing extra, a busy OUT
     if report["failed"]:
         args.exit_status = 3
     return report, summary(report)
@@ -195,9 +194,11 @@ def summary(r: dict) -> str:
 def status(url: str, state_dir: str | None) -> tuple[dict, str]:
     from sam2kit.batch import batch_status
 
+    from sam2kit.batch.storage import StorageError
+
     try:
         s = batch_status(url, state_dir)
-    except (FileNotFoundError, ImportError, ValueError) as e:
+    except (FileNotFoundError, StorageError) as e:
         raise CLIError(one_line(e)) from None
     todo = s["pending"] + s["running"]
     lines = [f"batch    {s['output']}: task {s['task']}, "
