@@ -87,12 +87,15 @@ def settings(args) -> dict:
                 min_mask_region_area=args.min_region_area, use_m2m=args.m2m, output_mode="uncompressed_rle")
 
 
-def run_auto(args, console: Console, out: Path, load_image) -> dict:
+def run_auto(args, console: Console, out: Path, load_image, model=None, model_info=None) -> dict:
+    """Every mask of the image into ``out`` (a folder of its own, being written); ``model``: one
+    already loaded (batch runs), else the options' model is loaded. Returns results."""
     t_start = time.perf_counter()
     path = (args.image or sample("sample_photo.png")).expanduser()
     image = load_image(path)
     h, w = image.shape[:2]
-    model, model_info = load_model(args, console, args.resolution)
+    if model is None:
+        model, model_info = load_model(args, console, args.resolution)
     gen = SAM2AutomaticMaskGenerator(model, **settings(args))
     bar = None
 
