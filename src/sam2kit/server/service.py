@@ -27,7 +27,7 @@ from .executor import ModelExecutor
 from .export import write_export
 from .media import BadInput
 from .settings import ServeSettings
-from .store import ImageEntry, ImageStore, VideoEntry, VideoStore, close_entry
+from .store import Gone, ImageEntry, ImageStore, VideoEntry, VideoStore, close_entry
 
 
 def coco_rle(mask: np.ndarray) -> dict:
@@ -101,7 +101,7 @@ class Service:
             return predictor.embedding
 
     async def predict(self, image_id: str, req) -> dict:
-        entry = self.images.get(image_id)
+        entry = await self._ready(image_id)
         mask_input = None
         if req.mask_input is not None:
             mask_input = entry.logits.get(req.mask_input)
@@ -133,8 +133,15 @@ class Service:
         entry = self.images.get(image_id)
         return await asyncio.to_thread(_picture_jpeg, entry.path, self.settings.max_pixels, quality)
 
-    async def automatic(self, image_id: str, req) -> dict:
+    async def _ready(self, image_id: str) -> ImageEntry:
+        """The picture's entry once its embedding is there (another request may be making it)."""
         entry = self.images.get(image_id)
+        if entry.ready is not None:
+            await asyncio.shield(entry.ready)
+        return entry
+
+    async def automatic(self, image_id: str, req) -> dict:
+        entry = await self._ready(image_id)
         records = await self.executor.run(self._automatic, entry, req.model_dump(), lane="bulk")
         return {"images": [{"id": 1, "width": entry.width, "height": entry.height}],
                 "categories": [{"id": 1, "name": "object"}],
@@ -316,7 +323,7 @@ class Service:
                     return
                 try:
                     item = await self.run_on(entry, next, gen, None, lane="bulk")
-                except BadInput as e:
+                except (BadInput, Gone) as e:  # (Gone: the session was closed meanwhile)
                     yield {"error": str(e), "frames": n}
                     return
                 except (ValueError, RuntimeError, OSError) as e:
@@ -331,6 +338,7 @@ class Service:
             yield {"done": True, "frames": n}
         finally:
             entry.propagating = False
+            entry.touch()  # idle from now on, not from before the tracking
             gen.close()  # (no job runs it now: run_on waits for a cancelled job to end)
 
     def cancel_propagation(self, session_id: str) -> bool:
