@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request, Response
+from starlette.requests import ClientDisconnect
 
 from .media import BadInput, file_digest, save_upload, under_root
 from .schemas import AutomaticRequest, ImageInfo, OpenRequest, PredictRequest, PredictResponse
@@ -16,7 +17,10 @@ async def received_file(request: Request, service, what: str):
     the work folder) or JSON ``{"path": ...}`` / ``{"sample": ...}``."""
     kind = request.headers.get("content-type", "")
     if kind.startswith("multipart/form-data"):
-        form = await request.form(max_files=1, max_fields=4)
+        try:
+            form = await request.form(max_files=1, max_fields=4)
+        except ClientDisconnect:  # (or cut off past --max-upload-mb: the 413 went out already)
+            raise BadInput(400, "the upload ended before it was complete; send it again") from None
         upload = form.get("file")
         if upload is None or isinstance(upload, str):
             raise BadInput(400, f"send the {what} in the multipart field 'file'")

@@ -40,27 +40,32 @@ class BodyLimit:
         length = dict(scope.get("headers") or []).get(b"content-length")
         if length is not None and length.isdigit() and int(length) > self.limit:
             return await self._refuse(send, int(length))
-        seen, started = 0, False
+        seen, started, refused = 0, False, False
 
         async def counted():
-            nonlocal seen
+            # past the limit: answer 413 at once and tell the app the client is gone, so that it
+            # stops reading (an exception here would reach the app wrapped by its middleware)
+            nonlocal seen, refused
+            if refused:
+                return {"type": "http.disconnect"}
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise _TooLarge()
+                    refused = True
+                    if not started:
+                        await self._refuse(send, None)
+                    return {"type": "http.disconnect"}
             return message
 
         async def watched(message):
             nonlocal started
+            if refused:  # the 413 went out already
+                return
             started = started or message["type"] == "http.response.start"
             await send(message)
 
-        try:
-            await self.app(scope, counted, watched)
-        except _TooLarge:
-            if not started:
-                await self._refuse(send, None)
+        await self.app(scope, counted, watched)
 
     async def _refuse(self, send: Send, length: int | None) -> None:
         mb = self.shown / 1e6
@@ -71,10 +76,6 @@ class BodyLimit:
                     "headers": [(b"content-type", b"application/json"), (b"connection", b"close"),
                                 (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
-
-
-class _TooLarge(Exception):
-    pass
 
 
 async def save_upload(upload, folder: Path, limit: int) -> tuple[Path, str]:
