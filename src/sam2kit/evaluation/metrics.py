@@ -23,10 +23,13 @@ take one pair of binary masks, as the official functions do.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["BOUND_TH", "bound_radius", "seg2bmap", "jaccard", "f_measure", "frame_scores",
+VOID = 255  # the void label (as sam2kit.datasets.VOID)
+
+__all__ = ["BOUND_TH", "bound_radius", "seg2bmap", "jaccard", "f_measure", "frame_scores", "FrameScores",
            "statistics", "decay_bins"]
 
 BOUND_TH = 0.008
@@ -123,25 +126,58 @@ class _Changes:
         return self.points[(self.labels == k).any(axis=1)]
 
 
-def frame_scores(gt: np.ndarray, pred: np.ndarray, obj_ids, void_mask: np.ndarray | None = None,
-                 bound_th: float = BOUND_TH) -> tuple[np.ndarray, np.ndarray]:
-    """J and F [len(obj_ids)] of every object of one frame's label maps [H, W] uint8 (object
-    k where the value is k). ``void_mask``: pixels left out of both measures (as the official
-    functions' ``void_pixels``); None scores every pixel, as DAVIS's semi-supervised
-    evaluation does."""
+@dataclass
+class FrameScores:
+    """One frame's scores: J and F [len(ids)] of the objects ``ids``, and the labels present
+    in each map (0 and 255 included where present)."""
+
+    ids: np.ndarray
+    j: np.ndarray
+    f: np.ndarray
+    gt_labels: np.ndarray
+    pred_labels: np.ndarray
+
+
+def _content_box(gt: np.ndarray, pred: np.ndarray) -> tuple[slice, slice] | None:
+    """The smallest window holding every non-zero pixel of both maps and one zero row and
+    column around them where the image goes on (None: both maps are all zero). Boundaries
+    inside it are those of the whole image, and distances do not depend on the window."""
+    nonzero = gt | pred
+    rows, cols = np.flatnonzero(nonzero.any(axis=1)), np.flatnonzero(nonzero.any(axis=0))
+    if not len(rows):
+        return None
+    h, w = gt.shape
+    return (slice(max(rows[0] - 1, 0), min(rows[-1] + 2, h)), slice(max(cols[0] - 1, 0), min(cols[-1] + 2, w)))
+
+
+def frame_scores(gt: np.ndarray, pred: np.ndarray, obj_ids=None, void_mask: np.ndarray | None = None,
+                 bound_th: float = BOUND_TH) -> FrameScores:
+    """J and F of the objects of one frame's label maps [H, W] uint8 (object k where the value
+    is k). obj_ids: the objects to score (default: every label in either map but 0 and 255).
+    void_mask: pixels left out of both measures (as the official functions' ``void_pixels``);
+    None scores every pixel, as DAVIS's semi-supervised evaluation does."""
     if void_mask is not None:
         pred = np.where(void_mask, 0, pred).astype(np.uint8)
         gt = np.where(void_mask, 0, gt).astype(np.uint8)
     joint = np.bincount(((gt.astype(np.uint16) << 8) | pred).ravel(), minlength=65536).reshape(256, 256)
     n_gt, n_pred = joint.sum(axis=1), joint.sum(axis=0)
-    ids = np.asarray(list(obj_ids), dtype=np.int64)
+    gt_labels, pred_labels = np.flatnonzero(n_gt), np.flatnonzero(n_pred)
+    if obj_ids is None:
+        ids = np.union1d(gt_labels, pred_labels)
+        ids = ids[(ids != 0) & (ids != VOID)]
+    else:
+        ids = np.asarray(list(obj_ids), dtype=np.int64)
     inter = joint[ids, ids]
     union = n_gt[ids] + n_pred[ids] - inter
     j = np.where(union == 0, 1.0, inter / np.maximum(union, 1))
     radius = bound_radius(gt.shape, bound_th)
-    gt_changes, pred_changes = _Changes(gt), _Changes(pred)
-    f = np.array([_f_from_boundaries(gt_changes.boundary(k), pred_changes.boundary(k), radius) for k in ids])
-    return j, f
+    box = _content_box(gt, pred)
+    if box is None:
+        f = np.ones(len(ids))  # no boundary in either map
+    else:
+        gt_changes, pred_changes = _Changes(gt[box]), _Changes(pred[box])
+        f = np.array([_f_from_boundaries(gt_changes.boundary(k), pred_changes.boundary(k), radius) for k in ids])
+    return FrameScores(ids, j, f, gt_labels, pred_labels)
 
 
 def decay_bins(n: int) -> list[tuple[int, int]]:

@@ -113,9 +113,9 @@ def _score_palette(task: SequenceTask) -> SequenceScores:
     scored_names = {p.name for p in scored}
     for gt_path in files:
         gt, _ = read_labels(gt_path)
-        present = np.bincount(gt.ravel(), minlength=256) > 0
-        gt_ids.update(int(k) for k in np.flatnonzero(present[1:VOID]) + 1)
         if gt_path.name not in scored_names:
+            present = np.flatnonzero(np.bincount(gt.ravel(), minlength=256))
+            gt_ids.update(int(k) for k in present if 0 < k < VOID)
             continue
         pred_path = task.pred_dir / gt_path.name
         if pred_path.is_file():
@@ -124,13 +124,12 @@ def _score_palette(task: SequenceTask) -> SequenceScores:
         else:
             _missing(task, pred_path, missing)
             pred = np.zeros_like(gt)
-        in_pred = np.flatnonzero(np.bincount(pred.ravel(), minlength=256)[1:] > 0) + 1
-        for k in in_pred:
-            pred_ids.setdefault(int(k), pred_path)
-        ids = sorted(set(in_pred.tolist()) | set((np.flatnonzero(present[1:VOID]) + 1).tolist()))
-        void = (gt == VOID) if task.ignore_void else None
-        j, f = frame_scores(gt, pred, ids, void, task.bound_th) if ids else ((), ())
-        per_frame.append({k: (jk, fk) for k, jk, fk in zip(ids, j, f)})
+        fs = frame_scores(gt, pred, None, (gt == VOID) if task.ignore_void else None, task.bound_th)
+        gt_ids.update(int(k) for k in fs.gt_labels if 0 < k < VOID)
+        for k in fs.pred_labels:
+            if k:
+                pred_ids.setdefault(int(k), pred_path)
+        per_frame.append({int(k): (jk, fk) for k, jk, fk in zip(fs.ids, fs.j, fs.f)})
     extra = sorted(set(pred_ids) - gt_ids)
     if extra:
         raise DatasetError(f"prediction {pred_ids[extra[0]]} holds object id(s) {', '.join(map(str, extra))} "
@@ -182,9 +181,9 @@ def _score_per_object(task: SequenceTask) -> SequenceScores:
             if not names and not gt_any and not pred.any():
                 continue  # the official evaluator starts an object where it is first seen
             seen_gt |= gt_any
-            j, f = frame_scores(gt, pred, [1], None, task.bound_th)
-            js.append(j[0])
-            fs.append(f[0])
+            scores = frame_scores(gt, pred, [1], None, task.bound_th)
+            js.append(scores.j[0])
+            fs.append(scores.f[0])
             names.append(gt_path.stem)
         if not obj_dir.name.isdigit():
             raise DatasetError(f"object folder {obj_dir} is not numbered (000, 001, ...)")
