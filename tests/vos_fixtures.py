@@ -12,10 +12,10 @@ from PIL import Image
 from sam2kit.datasets import davis_palette, save_png
 
 
-def shapes_video(n: int, h: int, w: int, seed: int = 0, objects: int = 4, void: bool = True):
+def shapes_video(n: int, h: int, w: int, seed: int = 0, objects: int = 4, void: bool = True, appear: int = 2):
     """(frames [n, h, w, 3] uint8 RGB, labels [n, h, w] uint8). Object 1: a disc drifting right
-    all along; 2: a box that appears on frame 2 and slides into the right border; 3: an
-    ellipse that vanishes after frame n // 2; 4: a single pixel on frames 1..n-2; 255: a
+    all along; 2: a box that appears on frame ``appear`` and slides into the right border; 3:
+    an ellipse that vanishes after frame n // 2; 4: a single pixel on frames 1..n-2; 255: a
     void band on every other frame."""
     rng = np.random.default_rng(seed)
     yy, xx = np.mgrid[0:h, 0:w]
@@ -27,7 +27,7 @@ def shapes_video(n: int, h: int, w: int, seed: int = 0, objects: int = 4, void: 
         lab = labels[t]
         cy, cx, r = h * 0.45 + rng.normal(0, 1), w * 0.25 + t * w * 0.03, min(h, w) * 0.18
         lab[(yy - cy) ** 2 + (xx - cx) ** 2 <= r * r] = 1
-        if objects >= 2 and t >= 2:
+        if objects >= 2 and t >= appear:
             x0 = int(w * 0.55 + t * w * 0.06)
             lab[int(h * 0.1): int(h * 0.4), x0: x0 + int(w * 0.3)] = 2
         if objects >= 3 and t <= n // 2:
