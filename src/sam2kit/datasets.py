@@ -17,7 +17,6 @@ Predictions use the annotations' layout: ``<vid>/<frame>.png`` palette PNGs (dav
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -272,18 +271,6 @@ def davis_palette() -> list[int]:
     return pal
 
 
-def remove_tree(path: Path) -> None:
-    """Remove a folder this package wrote (a half-written video's), ignoring what is gone."""
-    import shutil
-
-    shutil.rmtree(path, ignore_errors=True)
-
-
 def listdir_videos(folder: Path) -> list[str]:
     """Per-video folders of a prediction folder (hidden and ``*.partial-*`` ones left out)."""
     return [n for n in _subdirs(folder) if ".partial-" not in n]
-
-
-def replace_dir(src: Path, dst: Path) -> None:
-    """Move a finished folder into place (atomic on one file system)."""
-    os.replace(src, dst)

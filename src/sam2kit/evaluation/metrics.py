@@ -112,18 +112,25 @@ def f_measure(gt: np.ndarray, pred: np.ndarray, void: np.ndarray | None = None,
 
 class _Changes:
     """The pixels of a label map [H, W] whose boundary status can be set for some object: where
-    a pixel differs from a neighbour. A pixel is on object k's boundary exactly when it is one
-    of these and k is its own or a neighbour's label."""
+    a pixel differs from a neighbour (right, lower, lower-right; the last row and column
+    compare along the edge). A pixel is on object k's boundary exactly when it is one of these
+    and k is its own or a neighbour's label."""
 
     def __init__(self, labels: np.ndarray):
-        e, s, se = _neighbours(labels)
-        ys, xs = np.nonzero((labels != e) | (labels != s) | (labels != se))
+        h, w = labels.shape
+        changed = np.zeros((h, w), bool)
+        changed[:, :-1] |= labels[:, :-1] != labels[:, 1:]
+        changed[:-1] |= labels[:-1] != labels[1:]
+        changed[:-1, :-1] |= labels[:-1, :-1] != labels[1:, 1:]
+        ys, xs = np.divmod(np.flatnonzero(changed), w)  # (np.nonzero is ~10x slower on 2-D)
+        ye, xe = np.minimum(ys + 1, h - 1), np.minimum(xs + 1, w - 1)  # neighbours, edge repeated
         self.points = np.stack([ys, xs], axis=1)
-        self.labels = np.stack([labels[ys, xs], e[ys, xs], s[ys, xs], se[ys, xs]], axis=1)
+        self.labels = (labels[ys, xs], labels[ys, xe], labels[ye, xs], labels[ye, xe])
 
     def boundary(self, k: int) -> np.ndarray:
         """Object k's boundary pixels [N, 2] (row, column)."""
-        return self.points[(self.labels == k).any(axis=1)]
+        own, e, s, se = self.labels
+        return self.points[(own == k) | (e == k) | (s == k) | (se == k)]
 
 
 @dataclass
@@ -159,6 +166,10 @@ def frame_scores(gt: np.ndarray, pred: np.ndarray, obj_ids=None, void_mask: np.n
     if void_mask is not None:
         pred = np.where(void_mask, 0, pred).astype(np.uint8)
         gt = np.where(void_mask, 0, gt).astype(np.uint8)
+    radius = bound_radius(gt.shape, bound_th)
+    box = _content_box(gt, pred)  # outside it both maps are 0: no object, no boundary
+    if box is not None:
+        gt, pred = gt[box], pred[box]
     joint = np.bincount(((gt.astype(np.uint16) << 8) | pred).ravel(), minlength=65536).reshape(256, 256)
     n_gt, n_pred = joint.sum(axis=1), joint.sum(axis=0)
     gt_labels, pred_labels = np.flatnonzero(n_gt), np.flatnonzero(n_pred)
@@ -170,12 +181,10 @@ def frame_scores(gt: np.ndarray, pred: np.ndarray, obj_ids=None, void_mask: np.n
     inter = joint[ids, ids]
     union = n_gt[ids] + n_pred[ids] - inter
     j = np.where(union == 0, 1.0, inter / np.maximum(union, 1))
-    radius = bound_radius(gt.shape, bound_th)
-    box = _content_box(gt, pred)
     if box is None:
         f = np.ones(len(ids))  # no boundary in either map
     else:
-        gt_changes, pred_changes = _Changes(gt[box]), _Changes(pred[box])
+        gt_changes, pred_changes = _Changes(gt), _Changes(pred)
         f = np.array([_f_from_boundaries(gt_changes.boundary(k), pred_changes.boundary(k), radius) for k in ids])
     return FrameScores(ids, j, f, gt_labels, pred_labels)
 
