@@ -165,6 +165,8 @@ def _score_per_object(task: SequenceTask) -> SequenceScores:
         raise DatasetError(f"no ground truth folder {task.gt_dir}")
     objects, unscored, missing = [], [], []
     for obj_dir in sorted(p for p in task.gt_dir.iterdir() if p.is_dir()):
+        if not obj_dir.name.isdigit():
+            raise DatasetError(f"object folder {obj_dir} is not numbered (000, 001, ...)")
         files = _pngs(obj_dir)
         scored = files if task.all_frames else files[1:-1]
         js, fs, names, seen_gt = [], [], [], False
@@ -185,8 +187,6 @@ def _score_per_object(task: SequenceTask) -> SequenceScores:
             js.append(scores.j[0])
             fs.append(scores.f[0])
             names.append(gt_path.stem)
-        if not obj_dir.name.isdigit():
-            raise DatasetError(f"object folder {obj_dir} is not numbered (000, 001, ...)")
         if seen_gt:
             objects.append(ObjectScores(int(obj_dir.name), names, np.array(js), np.array(fs)))
         else:
