@@ -213,7 +213,8 @@ def child_video(impl: str, job: dict) -> dict:
     with torch.inference_mode():
         pred = _video_predictor(impl, job)
         t = time.perf_counter()
-        state = pred.init_state(job["video"])
+        options = {} if impl == "reference" else {"release_memory_every": 32}  # as the command line
+        state = pred.init_state(job["video"], **options)
         init_s = time.perf_counter() - t
         w, h = VIDEO_SIZE
         _track(pred, state, w, h, 4)  # warm-up
@@ -278,7 +279,7 @@ def child_profile(job: dict) -> dict:
             lambda m, a, o, name=name: spent.__setitem__(name, spent[name] + time.perf_counter() - starts[name]))
     w, h = VIDEO_SIZE
     with torch.inference_mode():
-        state = pred.init_state(job["video"])
+        state = pred.init_state(job["video"], release_memory_every=32)
         _track(pred, state, w, h, 4)
         for k in spent:
             spent[k] = 0.0
@@ -317,6 +318,10 @@ def child_main(spec: str) -> None:
 
     torch.set_num_threads(job["threads"])
     impl, workload = job["impl"], job["workload"]
+    if impl != "reference":  # as the command line and the server run it (README, "Speed")
+        import sam2kit
+
+        sam2kit.tune_cpu_allocator()
     if workload == "profile":
         res = child_profile(job)
     else:

@@ -66,11 +66,13 @@ def child(video: str, ckpt: str, size: int, frames: int) -> None:
     """One run: prompt frame 0, propagate through ``frames`` frames, print peak RSS as JSON."""
     import torch
 
-    from sam2kit import build_sam2_video_predictor
+    from sam2kit import build_sam2_video_predictor, tune_cpu_allocator
+    from sam2kit.devices import RELEASE_EVERY
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
+    tune_cpu_allocator()  # as the command line runs it
     predictor = build_sam2_video_predictor("sam2-hiera-tiny", checkpoint=ckpt, image_size=size)
-    state = predictor.init_state(video)
+    state = predictor.init_state(video, release_memory_every=RELEASE_EVERY)
     h, w = state.video_height, state.video_width
     predictor.add_new_points_or_box(state, 0, 1, points=[[w / 2, h / 2]], labels=[1])
     t0 = time.perf_counter()

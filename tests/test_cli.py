@@ -26,7 +26,7 @@ from conftest import synthetic_image
 from hub_standin import set_offline
 from sam2kit.build import build_model
 from sam2kit.cli import main
-from sam2kit.cli.outputs import davis_palette, mask_stats
+from sam2kit.outputs import davis_palette, mask_stats
 
 TINY = sam2kit.get_config("sam2-hiera-tiny")
 REPO, FILE = TINY.hub_id, TINY.checkpoint_file
@@ -228,6 +228,43 @@ def test_staged_output_replaces_only_its_own_entries(tmp_path):
             (tmp / "results.json").write_text("half")
             raise ValueError("boom")
     assert (out / "results.json").read_text() == "{}" and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+@pytest.mark.parametrize("fail_at", [1, 3, 5])
+def test_overwrite_that_fails_while_swapping_in_keeps_the_earlier_outputs(tmp_path, monkeypatch, fail_at):
+    """A failure at any step of moving the new outputs in (a full disk, a folder that went
+    away) undoes the steps before it: the earlier outputs stay as they were, and the command
+    reports the problem (CLIError)."""
+    import os
+
+    from sam2kit.cli.common import CLIError, StagedOutput
+
+    out = tmp_path / "out"
+    (out / "frames").mkdir(parents=True)
+    (out / "frames" / "00000.jpg").write_text("old frame")
+    for name in ("results.json", "mask_00.png", "mask_01.png", "mine.txt"):
+        (out / name).write_text(f"old {name}")
+    before = {str(p.relative_to(out)): p.read_text() for p in out.rglob("*") if p.is_file()}
+    real_rename, calls = os.rename, []
+
+    def flaky_rename(src, dst):
+        calls.append((src, dst))
+        if len(calls) == fail_at:
+            raise OSError(28, "No space left on device")
+        return real_rename(src, dst)
+
+    with pytest.raises(CLIError, match="No space left on device"):
+        with StagedOutput(out, overwrite=True, stale=r"mask_\d+\.png") as tmp:
+            (tmp / "frames").mkdir()
+            (tmp / "frames" / "00000.jpg").write_text("new frame")
+            (tmp / "results.json").write_text("new")
+            (tmp / "mask_00.png").write_text("new mask")
+            monkeypatch.setattr(os, "rename", flaky_rename)
+    monkeypatch.setattr(os, "rename", real_rename)
+    assert len(calls) >= fail_at  # (the undoing renames come after the failed one)
+    after = {str(p.relative_to(out)): p.read_text() for p in out.rglob("*") if p.is_file()}
+    assert after == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]  # no partial or trash folder left
 
 
 # ---- video ---------------------------------------------------------------------------------

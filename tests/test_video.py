@@ -64,27 +64,28 @@ def test_two_objects_track_and_state_stays_bounded(predictor):
     spilled = [o for obj in s.objects for o in obj.non_cond.values() if o.spilled]
     assert len(spilled) >= 2 * (30 - s.window - 4)
     assert all(o.spill_path.exists() for o in spilled)
-    root = s._spill_root
+    root = s.spill.root
+    assert root.is_dir() and s.spill.nbytes == sum(o.spill_path.stat().st_size for o in spilled)
     s.close()
     assert not root.exists()
 
 
-def test_propagation_hands_free_heap_memory_back(predictor, monkeypatch):
-    """Every RELEASE_EVERY frames (and at close) the heap's free pages go back to the system,
-    so a long video's RSS does not creep up with fragmentation."""
+def test_propagation_hands_free_heap_memory_back_when_asked(predictor, monkeypatch):
+    """With release_memory_every=N the heap's free pages go back to the system every N frames
+    and at close, so a long video's RSS does not creep up with fragmentation; without it (the
+    library's default) the host process's heap is left alone."""
     import sam2kit.session
     import sam2kit.video_predictor
 
     calls = []
-    monkeypatch.setattr(sam2kit.video_predictor, "RELEASE_EVERY", 4)
     monkeypatch.setattr(sam2kit.video_predictor, "release_free_memory", lambda: calls.append("frame"))
     monkeypatch.setattr(sam2kit.session, "release_free_memory", lambda: calls.append("close"))
-    s = predictor.init_state(moving_frames(18))
-    predictor.add_new_points_or_box(s, 0, 1, points=[[20, 36]], labels=[1])
-    assert len(collect(predictor.propagate_in_video(s, progress=False))) == 18
-    assert calls == ["frame"] * 4  # before frames 4, 8, 12, 16
-    s.close()
-    assert calls[-1] == "close"
+    for every, expected in ((4, ["frame"] * 4 + ["close"]), (None, [])):  # before frames 4, 8, 12, 16
+        calls.clear()
+        with predictor.init_state(moving_frames(18), release_memory_every=every) as s:
+            predictor.add_new_points_or_box(s, 0, 1, points=[[20, 36]], labels=[1])
+            assert len(collect(predictor.propagate_in_video(s, progress=False))) == 18
+        assert calls == expected
 
 
 def test_spilling_changes_no_result(predictor):

@@ -261,7 +261,7 @@ def test_png_folder_numeric_order(tmp_path):
     (folder / "notes.txt").write_text("not a frame")
     (folder / ".hidden.png").write_bytes(b"")  # ignored
     with open_frames(folder) as src:
-        assert src.cached_frames == 0  # nothing read up front (the size comes from a header)
+        assert src.cached_frames == 1  # only the first frame is read up front (to check it)
         assert (len(src), src.height, src.width, src.fps) == (13, H, W, None)
         assert [p.name for p in src.files][:4] == ["0.png", "1.png", "2.png", "3.png"]
         for i in [12, 0, 10, 2, 1, 11]:

@@ -16,13 +16,13 @@ torchvision nor pycocotools.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from . import amg
+from .build import FromPretrained
 from .modeling.sam2 import SAM2Model
 from .postprocess import fill_holes_and_remove_sprinkles
 from .predictor import SAM2ImagePredictor
@@ -60,7 +60,7 @@ class MaskData:
                         torch.cat([p.points for p in parts]), torch.cat([p.crop_boxes for p in parts]))
 
 
-class SAM2AutomaticMaskGenerator:
+class SAM2AutomaticMaskGenerator(FromPretrained):
     def __init__(self, model: SAM2Model, points_per_side: int | None = 32, points_per_batch: int = 64,
                  pred_iou_thresh: float = 0.8, stability_score_thresh: float = 0.95,
                  stability_score_offset: float = 1.0, mask_threshold: float = 0.0,
@@ -68,7 +68,7 @@ class SAM2AutomaticMaskGenerator:
                  crop_overlap_ratio: float = 512 / 1500, crop_n_points_downscale_factor: int = 1,
                  point_grids: list[np.ndarray] | None = None, min_mask_region_area: int = 0,
                  output_mode: str = "binary_mask", use_m2m: bool = False,
-                 multimask_output: bool = True, **kwargs) -> None:
+                 multimask_output: bool = True) -> None:
         """model: a SAM2Model (``sam2kit.build_sam2``).
 
         points_per_side: an n x n grid of single-click prompts (or None with ``point_grids``:
@@ -85,8 +85,6 @@ class SAM2AutomaticMaskGenerator:
         "coco_rle" (the COCO compressed string). use_m2m: refine each candidate once, feeding
         its low-res mask back with its point. multimask_output: three candidates per point.
         """
-        if kwargs:
-            raise TypeError(f"SAM2AutomaticMaskGenerator got unexpected arguments: {sorted(kwargs)}")
         if (points_per_side is None) == (point_grids is None):
             raise ValueError("exactly one of points_per_side or point_grids must be given")
         if points_per_side is not None:
@@ -130,17 +128,6 @@ class SAM2AutomaticMaskGenerator:
         self.use_m2m = use_m2m
         self.multimask_output = multimask_output
         self.progress = None  # optional callable(done_batches, total_batches), for progress bars
-
-    @classmethod
-    def from_pretrained(cls, model_id: str, device="cpu", image_size: int | None = None,
-                        revision: str | None = None, checkpoint: str | Path | None = None,
-                        **kwargs) -> "SAM2AutomaticMaskGenerator":
-        """model_id: a hub id, a model name or a local checkpoint file (as for
-        ``SAM2ImagePredictor.from_pretrained``); other keyword arguments go to the constructor."""
-        from .build import load_checkpoint, resolve_model_source
-
-        config, path = resolve_model_source(model_id, checkpoint, image_size, revision)
-        return cls(load_checkpoint(config, path, device), **kwargs)
 
     # ---- the pipeline --------------------------------------------------------------------
 
@@ -283,3 +270,23 @@ class SAM2AutomaticMaskGenerator:
             lows.append(new[:, 0])
             ious.append(iou[:, 0])
         return torch.cat(lows), torch.cat(ious)
+
+
+def coco_annotations(records: list[dict], image_id: int = 1, first_id: int = 1) -> list[dict]:
+    """The generator's records (``output_mode="uncompressed_rle"`` or ``"coco_rle"``) as COCO
+    annotations: ``id`` (from ``first_id``), ``image_id``, ``category_id`` 1, ``iscrowd`` 0,
+    ``segmentation`` (COCO compressed RLE), ``area``, ``bbox`` [x, y, w, h], and SAM's
+    ``predicted_iou``, ``stability_score``, ``point_coords``, ``crop_box``."""
+    out = []
+    for k, r in enumerate(records):
+        seg = r["segmentation"]
+        if not isinstance(seg, dict):
+            raise ValueError("coco_annotations needs RLE records: use output_mode='uncompressed_rle' or 'coco_rle'")
+        if not isinstance(seg["counts"], str):
+            seg = amg.coco_encode_rle(seg)
+        out.append({"id": first_id + k, "image_id": image_id, "category_id": 1, "iscrowd": 0,
+                    "segmentation": seg, "area": r["area"], "bbox": r["bbox"],
+                    "predicted_iou": round(float(r["predicted_iou"]), 6),
+                    "stability_score": round(float(r["stability_score"]), 6),
+                    "point_coords": r["point_coords"], "crop_box": r["crop_box"]})
+    return out

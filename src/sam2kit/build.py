@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import functools
+import inspect
 import zipfile
 from pathlib import Path
 
 import torch
 
 from .configs import CONFIGS, SAM2Config, get_config
-from .devices import resolve_device, tune_cpu_allocator
+from .devices import resolve_device
 from .hub import CheckpointNotFoundError, download_checkpoint, how_to_get
 from .modeling.sam2 import SAM2Model
 from .modes import apply_modes, check_modes
 
-__all__ = ["build_sam2", "build_sam2_video_predictor", "build_model", "load_checkpoint", "load_state_dict_file",
-           "identify_config", "CheckpointError", "CheckpointNotFoundError"]
+__all__ = ["build_sam2", "load_model", "resolve_model", "model_id", "build_model", "load_checkpoint",
+           "load_state_dict_file", "identify_config", "FromPretrained", "CheckpointError",
+           "CheckpointNotFoundError", "SHORT_NAMES"]
+
+# short model names (the command line's --model) -> the size part of the official names
+SHORT_NAMES = {"tiny": "tiny", "t": "tiny", "small": "small", "s": "small", "base-plus": "base-plus",
+               "base_plus": "base-plus", "b+": "base-plus", "large": "large", "l": "large"}
 
 
 class CheckpointError(RuntimeError):
@@ -45,28 +51,46 @@ def build_sam2(name: str, checkpoint: str | Path | None = None, device="cpu",
     return apply_modes(load_checkpoint(config, checkpoint, device), precision, compile, quantize)
 
 
-def build_sam2_video_predictor(name: str, checkpoint: str | Path | None = None, device="cpu",
-                               image_size: int | None = None, revision: str | None = None, *,
-                               precision: str = "fp32", compile: bool = False, quantize: str | None = None,
-                               **kwargs):
-    """A ``SAM2VideoPredictor`` for ``name`` (as ``build_sam2``); other keyword arguments go to
-    the predictor (``fill_hole_area``, ``non_overlap_masks``, ...)."""
-    from .video_predictor import SAM2VideoPredictor
+def load_model(model: str | Path = "facebook/sam2-hiera-tiny", device="cpu", image_size: int | None = None,
+               revision: str | None = None, checkpoint: str | Path | None = None, *,
+               precision: str = "fp32", compile: bool = False, quantize: str | None = None) -> SAM2Model:
+    """The one loading path behind every ``from_pretrained`` and the command line.
 
-    model = build_sam2(name, checkpoint, device, image_size, revision, precision=precision,
-                       compile=compile, quantize=quantize)
-    return SAM2VideoPredictor(model, **kwargs)
-
-
-def load_pretrained(model_id: str, device="cpu", image_size: int | None = None, revision: str | None = None,
-                    checkpoint: str | Path | None = None, precision: str = "fp32", compile: bool = False,
-                    quantize: str | None = None) -> SAM2Model:
-    """The model behind the predictors' ``from_pretrained``: a hub id, a model name or the path
-    of a local checkpoint file (its configuration identified from its contents), in the
-    given modes."""
+    model: a hub id (``facebook/sam2-hiera-tiny``), a model name (``sam2.1-hiera-large``) or
+    the path of a local checkpoint file (its model identified from its keys and shapes);
+    checkpoint: the weights of ``model`` from a local file instead of the hub; revision: a hub
+    revision; image_size: the input resolution (None: 1024); precision ("fp32"/"bf16"),
+    compile, quantize (None/"int8"): opt-in faster modes (``sam2kit.modes``). Loading changes
+    nothing in the process (``sam2kit.tune_cpu_allocator`` is for the host to call)."""
     check_modes(precision, compile, quantize)
-    config, path = resolve_model_source(model_id, checkpoint, image_size, revision)
+    config, path = resolve_model(str(model), checkpoint, image_size, revision)
     return apply_modes(load_checkpoint(config, path, device), precision, compile, quantize)
+
+
+class FromPretrained:
+    """``from_pretrained`` for the predictors and the automatic mask generator: the model from
+    ``load_model``, every other keyword argument to the class's constructor (an unknown one is
+    a TypeError)."""
+
+    @classmethod
+    def from_pretrained(cls, model_id: str, device="cpu", image_size: int | None = None,
+                        revision: str | None = None, checkpoint: str | Path | None = None, *,
+                        precision: str = "fp32", compile: bool = False, quantize: str | None = None,
+                        **kwargs):
+        """model_id: a hub id (``facebook/sam2-hiera-tiny``), a model name
+        (``sam2.1-hiera-large``) or the path of a local checkpoint file; device, image_size,
+        revision, checkpoint, precision ("fp32"/"bf16"), compile, quantize (None/"int8"): as
+        ``sam2kit.load_model``. Other keyword arguments go to the constructor."""
+        params = inspect.signature(cls.__init__).parameters
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        unknown = sorted(k for k in kwargs if k not in list(params)[2:]) if not takes_any else []
+        if unknown:
+            raise TypeError(f"{cls.__name__}.from_pretrained() got unexpected keyword arguments "
+                            f"{unknown}; it takes device, image_size, revision, checkpoint, precision, "
+                            f"compile, quantize and the constructor's {list(params)[2:]}")
+        model = load_model(model_id, device, image_size, revision, checkpoint, precision=precision,
+                           compile=compile, quantize=quantize)
+        return cls(model, **kwargs)
 
 
 def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
@@ -154,16 +178,44 @@ def load_checkpoint(config: SAM2Config, checkpoint: str | Path, device="cpu") ->
         model = SAM2Model(config)
     model.load_state_dict(sd, strict=True, assign=True)
     model.materialize_constants()
-    if device.type == "cpu":
-        tune_cpu_allocator()
     return model.to(device).eval()
 
 
-def resolve_model_source(model: str, checkpoint: str | Path | None = None,
-                         image_size: int | None = None,
-                         revision: str | None = None) -> tuple[SAM2Config, Path]:
+def model_id(name: str | None = None, sam21: bool = False) -> str:
+    """What a user names, as ``load_model`` takes it: a short size name (``tiny``, ``small``,
+    ``base-plus``/``b+``, ``large``; None is tiny) becomes the hub id of that SAM 2 model, or of
+    SAM 2.1 with ``sam21``; a model name, hub id or checkpoint path is checked and returned.
+    ValueError names the problem."""
+    text = (name or "tiny").strip()
+    if text.lower() in SHORT_NAMES:
+        return f"facebook/{'sam2.1' if sam21 else 'sam2'}-hiera-{SHORT_NAMES[text.lower()]}"
+    path = Path(text).expanduser()
+    if path.is_file() or path.suffix in (".pt", ".pth"):
+        if not path.is_file():
+            raise ValueError(f"checkpoint file {text!r} does not exist; check the path, or name a model "
+                             "(tiny, small, base-plus, large) to download it")
+        if sam21:
+            raise ValueError("SAM 2.1 (--sam2.1) is chosen with a short model name (tiny, small, "
+                             "base-plus, large); a checkpoint file's model is identified from its contents")
+        return str(path)
+    try:
+        config = get_config(text)
+    except ValueError:
+        raise ValueError(f"unknown model {text!r}; use tiny, small, base-plus or large (with --sam2.1 "
+                         "for SAM 2.1), a name such as sam2.1-hiera-large, a hub id such as "
+                         "facebook/sam2-hiera-tiny, or the path of a .pt checkpoint "
+                         "(`sam2kit models` lists them)") from None
+    if sam21 and not config.is_sam21:
+        raise ValueError(f"SAM 2.1 (--sam2.1) was asked for but {text} is a SAM 2.0 model; use "
+                         f"{config.name.replace('sam2-', 'sam2.1-')} or a short name")
+    return text
+
+
+def resolve_model(model: str, checkpoint: str | Path | None = None, image_size: int | None = None,
+                  revision: str | None = None) -> tuple[SAM2Config, Path]:
     """Map what a user names (a model name, a hub id, or a checkpoint path) to a config and a
-    checkpoint file. A path alone is identified by its keys and shapes."""
+    checkpoint file, downloading through the hub cache when needed. A path alone is
+    identified by its keys and shapes."""
     if checkpoint is None and (Path(model).suffix in (".pt", ".pth") or Path(model).is_file()):
         sd = load_state_dict_file(model)
         config = identify_config(sd)
@@ -179,4 +231,4 @@ def resolve_model_source(model: str, checkpoint: str | Path | None = None,
     return config, Path(checkpoint)
 
 
-__all__ += ["resolve_model_source", "how_to_get"]
+__all__ += ["how_to_get"]

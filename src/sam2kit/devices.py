@@ -67,6 +67,10 @@ def tune_cpu_allocator() -> bool:
     and a 2 GB trim threshold) makes the heap reuse them; the process keeps its peak memory
     instead of giving it back between frames. Process-wide, once; glibc only (a no-op
     elsewhere); ``SAM2KIT_MALLOC_TUNING=0`` turns it off. Returns whether it was applied.
+
+    It changes the allocator of the whole process, so sam2kit never calls it on its own:
+    loading a model leaves the host process alone. The command line and ``sam2kit serve``
+    call it (their process is theirs); call it yourself in a process of your own.
     """
     global _allocator_tuned
     if _allocator_tuned or os.environ.get("SAM2KIT_MALLOC_TUNING", "1") == "0":
@@ -80,7 +84,9 @@ def tune_cpu_allocator() -> bool:
 
 
 _malloc_trim = None  # glibc's malloc_trim once looked up; False where there is none
-RELEASE_EVERY = 32  # frames of video propagation between two release_free_memory() calls
+# frames of video propagation between two release_free_memory() calls where the command line
+# and the server ask for it (a session's ``release_memory_every``; the library's default is never)
+RELEASE_EVERY = 32
 
 
 def release_free_memory() -> bool:
@@ -88,9 +94,11 @@ def release_free_memory() -> bool:
 
     A long video frees and reallocates the same activations thousands of times; the holes
     this leaves in the heap are free but stay resident, and the process's RSS creeps up
-    (tiny at 512: +140 MB over 256 frames, none of it live). Video propagation calls this
-    every ``RELEASE_EVERY`` frames; the next frame faults its pages in again (a few tens of
-    ms). glibc only, a no-op elsewhere. Returns whether memory was handed back.
+    (tiny at 512: +140 MB over 256 frames, none of it live). A video session with
+    ``release_memory_every=N`` calls this every N tracked frames and at close (the command
+    line and the server use ``RELEASE_EVERY``); the next frame faults its pages in again (a few
+    tens of ms). It trims the heap of the whole process, so the library never calls it unless
+    asked. glibc only, a no-op elsewhere. Returns whether memory was handed back.
     """
     global _malloc_trim
     if _malloc_trim is None:

@@ -6,19 +6,42 @@ methods, arguments, shapes and dtypes.
 
 from __future__ import annotations
 
-from pathlib import Path
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from .build import FromPretrained
 from .modeling.sam2 import ImageFeatures, SAM2Model
 from .postprocess import fill_holes_and_remove_sprinkles
 from .transforms import as_rgb_array, preprocess, resize_masks
 
 
-class SAM2ImagePredictor:
+@dataclass
+class ImageEmbedding:
+    """A set image (or batch) as the decoder reads it: the encoder's features, the embedding
+    [B, 256, S/16, S/16] (features with the no-memory token added) and each image's original
+    (H, W). Keep one to prompt the same picture again later without re-encoding it
+    (``SAM2ImagePredictor.set_embedding``); it is only read, so several predictors may share it."""
+
+    features: ImageFeatures
+    image_embed: torch.Tensor
+    orig_hw: list[tuple[int, int]]
+
+    @property
+    def nbytes(self) -> int:
+        ts = [self.image_embed, self.features.vision_features, self.features.vision_pos, *self.features.high_res]
+        return sum(t.numel() * t.element_size() for t in ts)
+
+
+class SAM2ImagePredictor(FromPretrained):
+    """Embed an image once (``set_image``), then predict masks from prompts (``predict``,
+    ``predict_many``). ``SAM2ImagePredictor.from_pretrained(model_id, device=, image_size=,
+    revision=, checkpoint=, precision=, compile=, quantize=)`` loads a model (``load_model``).
+    Several predictors may share one model, in one thread each."""
+
     def __init__(self, sam_model: SAM2Model, mask_threshold: float = 0.0,
-                 max_hole_area: float = 0.0, max_sprinkle_area: float = 0.0, **kwargs):
+                 max_hole_area: float = 0.0, max_sprinkle_area: float = 0.0):
         """sam_model: a SAM2Model (``sam2kit.build_sam2``). Masks are logits > mask_threshold.
         max_hole_area / max_sprinkle_area > 0 fill holes / remove islands up to that area
         (in low-res mask pixels) before upscaling."""
@@ -27,20 +50,6 @@ class SAM2ImagePredictor:
         self.max_hole_area = max_hole_area
         self.max_sprinkle_area = max_sprinkle_area
         self.reset_predictor()
-
-    @classmethod
-    def from_pretrained(cls, model_id: str, device="cpu", image_size: int | None = None,
-                        revision: str | None = None, checkpoint: str | Path | None = None, *,
-                        precision: str = "fp32", compile: bool = False, quantize: str | None = None,
-                        **kwargs) -> "SAM2ImagePredictor":
-        """model_id: a hub id (``facebook/sam2-hiera-tiny``), a model name (``sam2.1-hiera-large``)
-        or the path of a local checkpoint file. precision ("fp32"/"bf16"), compile and quantize
-        (None/"int8") pick opt-in faster modes (``sam2kit.modes``). Other keyword arguments go
-        to the constructor."""
-        from .build import load_pretrained
-
-        return cls(load_pretrained(model_id, device, image_size, revision, checkpoint, precision, compile,
-                                   quantize), **kwargs)
 
     @property
     def device(self) -> torch.device:
@@ -72,6 +81,23 @@ class SAM2ImagePredictor:
         self._features = feats
         self._image_embed = m.image_embedding(feats)
         self._orig_hw = [tuple(a.shape[:2]) for a in arrays]
+        self._is_image_set = True
+
+    @property
+    def embedding(self) -> ImageEmbedding:
+        """The set image's features, embedding and size, to keep and ``set_embedding`` later."""
+        self._require_image("to read its embedding")
+        return ImageEmbedding(self._features, self._image_embed, list(self._orig_hw))
+
+    def set_embedding(self, embedding: ImageEmbedding) -> None:
+        """Use an image embedded earlier (``predictor.embedding``, maybe of another predictor on
+        the same model) instead of encoding it again."""
+        if not isinstance(embedding, ImageEmbedding):
+            raise TypeError(f"expected an ImageEmbedding (predictor.embedding), got {type(embedding).__name__}")
+        self.reset_predictor()
+        self._features, self._image_embed = embedding.features, embedding.image_embed
+        self._orig_hw = list(embedding.orig_hw)
+        self._is_batch = len(self._orig_hw) > 1
         self._is_image_set = True
 
     def get_image_embedding(self) -> torch.Tensor:
@@ -130,6 +156,45 @@ class SAM2ImagePredictor:
                                   multimask_output, return_logits, normalize_coords) for i in range(n)]
         return [o[0] for o in outs], [o[1] for o in outs], [o[2] for o in outs]
 
+    def predict_many(self, prompts, multimask_output: bool = True, return_logits: bool = False,
+                     batch_size: int = 16, progress=None) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """Predict each of many prompts of the set image, as ``predict`` would for it alone.
+
+        prompts: a sequence of mappings (or objects) with ``points`` (Nx2 (x, y) image pixels,
+        or None/empty), ``labels`` (N: 1 foreground, 0 background) and ``box`` (XYXY or None).
+        Prompts of the same shape (a grid's single clicks, several boxes) go through the
+        decoder together, ``batch_size`` at a time: the results equal one-at-a-time calls up to
+        float rounding. progress: an optional callable(done, total). Returns one (masks CxHxW,
+        scores C, low_res_logits Cxhxw) per prompt, in order.
+        """
+        if self._is_batch:
+            raise RuntimeError("images were set with set_image_batch(...); use predict_batch(...)")
+        self._require_image("before mask prediction")
+        if int(batch_size) < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        parts = [_prompt_parts(pr, k) for k, pr in enumerate(prompts)]
+        groups: dict[tuple, list[int]] = {}
+        for k, (points, _, box) in enumerate(parts):
+            groups.setdefault((len(points), box is not None), []).append(k)
+        batches = [ks[i:i + batch_size] for ks in groups.values() for i in range(0, len(ks), batch_size)]
+        results: list = [None] * len(parts)
+        done = 0
+        for ks in batches:
+            has_points, has_box = bool(len(parts[ks[0]][0])), parts[ks[0]][2] is not None
+            masks, scores, logits = self._predict_one(
+                0, np.stack([parts[k][0] for k in ks]) if has_points else None,
+                np.stack([parts[k][1] for k in ks]) if has_points else None,
+                np.stack([parts[k][2] for k in ks]) if has_box else None, None,
+                multimask_output, return_logits, True)
+            if masks.ndim == 3:  # a single prompt comes back without its batch axis
+                masks, scores, logits = masks[None], scores[None], logits[None]
+            for j, k in enumerate(ks):
+                results[k] = (masks[j], scores[j], logits[j])
+            done += len(ks)
+            if progress is not None:
+                progress(done, len(parts))
+        return results
+
     @torch.inference_mode()
     def _predict_one(self, img_idx, point_coords, point_labels, box, mask_input,
                      multimask_output, return_logits, normalize_coords):
@@ -170,6 +235,8 @@ class SAM2ImagePredictor:
             b = np.asarray(box, dtype=np.float32)
             if b.shape[-1:] != (4,) or b.ndim > 2:
                 raise ValueError(f"box must be XYXY with shape (4,) or (B, 4), got {b.shape}")
+            if not np.all(np.isfinite(b)):
+                raise ValueError("box contains NaN or infinite values; give finite pixel coordinates")
             corners = torch.as_tensor(b, device=dev).reshape(-1, 2, 2)
             corners = _to_input_frame(corners, normalize_coords, h, w, size)
             corner_labels = torch.tensor([[2, 3]], dtype=torch.int, device=dev).repeat(corners.shape[0], 1)
@@ -183,6 +250,9 @@ class SAM2ImagePredictor:
         mask = None
         if mask_input is not None:
             mask = torch.as_tensor(np.asarray(mask_input), dtype=torch.float, device=dev)
+            if not torch.isfinite(mask).all():
+                raise ValueError("mask_input contains NaN or infinite values: pass the low-res "
+                                 "logits of an earlier prediction")
             if mask.ndim == 3:
                 mask = mask[None]
             expect = self.model.sam_prompt_encoder.mask_input_size
@@ -199,6 +269,27 @@ class SAM2ImagePredictor:
     def _require_image(self, what: str) -> None:
         if not self._is_image_set:
             raise RuntimeError(f"An image must be set with .set_image(...) {what}.")
+
+
+def _prompt_parts(prompt, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(points Nx2 float32, labels N int32, box 4 float32 or None) of one prompt of
+    ``predict_many``: a mapping or an object with points, labels and box."""
+    get = prompt.get if isinstance(prompt, dict) else (lambda name: getattr(prompt, name, None))
+    points, labels, box = get("points"), get("labels"), get("box")
+    points = np.zeros((0, 2), np.float32) if points is None else np.asarray(points, dtype=np.float32)
+    labels = np.zeros((0,), np.int32) if labels is None else np.asarray(labels)
+    if points.size == 0:
+        points = points.reshape(0, 2)
+    if points.ndim != 2 or points.shape[1] != 2 or labels.shape != points.shape[:1]:
+        raise ValueError(f"prompt {k}: points must be Nx2 (x, y) with one label each, got points "
+                         f"{points.shape} and labels {labels.shape}")
+    if box is not None:
+        box = np.asarray(box, dtype=np.float32).reshape(-1)
+        if box.shape != (4,):
+            raise ValueError(f"prompt {k}: box must be XYXY (4 numbers), got {box.size}")
+    if not len(points) and box is None:
+        raise ValueError(f"prompt {k} has neither points nor a box")
+    return points, labels.astype(np.int32), box
 
 
 def _check_points(coords, labels):
@@ -218,7 +309,7 @@ def _check_points(coords, labels):
         raise ValueError(f"point_labels must have one label per point: shape {coords.shape[:2]} "
                          f"expected, got {labels.shape}")
     if not np.all(np.isfinite(coords)):
-        raise ValueError("point_coords contain NaN or infinite values")
+        raise ValueError("point_coords contain NaN or infinite values; give finite pixel coordinates")
     if labels.size and not np.all(np.isin(labels, (0, 1))):
         bad = sorted(set(np.unique(labels).tolist()) - {0, 1})
         raise ValueError(f"point_labels must be 1 (foreground) or 0 (background), got {bad}")

@@ -7,13 +7,14 @@ low-res masks move to a spill folder on disk and come back when tracking reaches
 (a correction click, a second pass, reverse tracking), so results equal those of keeping
 everything, in memory that does not grow with the video. Image features are cached for a
 few frames only, and frames are decoded when needed.
+
+A session is closed with ``close()``, by leaving a ``with`` block, or when it is garbage
+collected; its spill folder goes with it (``sam2kit.spill``).
 """
 
 from __future__ import annotations
 
 import itertools
-import shutil
-import tempfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ import torch
 
 from .devices import release_free_memory
 from .modeling.sam2 import ImageFeatures
+from .spill import DiskBudget, SpillStore
 
 _uid = itertools.count()
 
@@ -82,12 +84,23 @@ class VideoSession:
     """State of one video for ``SAM2VideoPredictor`` (the reference's ``inference_state``).
 
     device: where the model computes; storage_device: where kept results live (the CPU
-    with ``offload_state_to_cpu``). Reading ``session["num_frames"]`` and the other keys
-    scripts commonly read from the reference's dict works too.
+    with ``offload_state_to_cpu``). spill_dir: where the spill folder goes (default: the
+    temporary folder); spill_limit_bytes: its disk budget, in bytes or a ``DiskBudget`` shared
+    with other sessions (None: none; past it, tracking raises ``SpillLimitError``); a spilled result costs about 768 KiB per frame and object at
+    1024 px (192 KiB at 512). release_memory_every: hand the process heap's free pages back
+    to the system every that many tracked frames and at close (process-wide; off by default).
+    ``memory_cache``: what memory attention keeps of this video's memories between frames.
+    Reading ``session["num_frames"]`` and the other keys scripts commonly read from the
+    reference's dict works too. Use it as a context manager, or call ``close()``.
     """
 
     def __init__(self, frames, image_size: int, device: torch.device, storage_device: torch.device,
-                 window: int, feature_cache_size: int = 2, spill_dir: str | Path | None = None):
+                 window: int, feature_cache_size: int = 2, spill_dir: str | Path | None = None,
+                 spill_limit_bytes: "int | DiskBudget | None" = None, release_memory_every: int | None = None):
+        if release_memory_every is not None and release_memory_every < 1:
+            raise ValueError(f"release_memory_every must be a positive number of frames or None, "
+                             f"got {release_memory_every}")
+        self.spill = SpillStore(spill_dir, spill_limit_bytes)
         self.frames = frames
         self.num_frames = len(frames)
         self.video_height, self.video_width = frames.height, frames.width
@@ -95,11 +108,13 @@ class VideoSession:
         self.device = device
         self.storage_device = storage_device
         self.window = window
+        self.release_memory_every = release_memory_every
         self.objects: list[ObjectState] = []
         self.maskmem_pos: torch.Tensor | None = None  # [1, 64, h, w], the same for every memory
+        self.memory_cache: dict = {}
         self._features: OrderedDict[int, ImageFeatures] = OrderedDict()
         self._feature_cache_size = feature_cache_size
-        self._spill_root = Path(tempfile.mkdtemp(prefix="sam2kit-session-", dir=spill_dir))
+        self.closed = False
 
     # ---- objects ---------------------------------------------------------------------
 
@@ -115,6 +130,15 @@ class VideoSession:
             return None
         self.objects.append(ObjectState(obj_id))
         return len(self.objects) - 1
+
+    @property
+    def tracked_frames(self) -> list[int]:
+        """Frames on which some object has a result (prompted or tracked), in order."""
+        frames = set()
+        for o in self.objects:
+            for d in (o.cond, o.non_cond, o.temp_cond, o.temp_non_cond):
+                frames.update(d)
+        return sorted(frames)
 
     def object_scores(self, frame_idx: int) -> list[float | None]:
         """Each object's object-score logit on ``frame_idx`` (> 0: the object is visible), in
@@ -169,27 +193,28 @@ class VideoSession:
     def load(self, out: FrameOutput) -> FrameOutput:
         """Bring a spilled result back into memory (it stays on disk too until replaced)."""
         if out.spilled:
-            data = torch.load(out.spill_path, map_location=self.storage_device, weights_only=True)
+            data = self.spill.load(out.spill_path, self.storage_device)
             out.pred_masks = data["pred_masks"]
             out.maskmem_features = data.get("maskmem_features")
         return out
 
-    def spill(self, obj: ObjectState, frame_idx: int, out: FrameOutput) -> None:
+    def spill_out(self, obj: ObjectState, frame_idx: int, out: FrameOutput) -> None:
+        """Move a result's large tensors to the spill folder (written once, kept until the
+        result is replaced)."""
         if out.spilled or out.pred_masks is None:
             return
         if out.spill_path is None:
-            out.spill_path = self._spill_root / f"{obj.uid}-{frame_idx}-{next(_uid)}.pt"
-            data = {"pred_masks": out.pred_masks.cpu()}
+            data = {"pred_masks": out.pred_masks}
             if out.maskmem_features is not None:
-                data["maskmem_features"] = out.maskmem_features.cpu()
-            torch.save(data, out.spill_path)
+                data["maskmem_features"] = out.maskmem_features
+            out.spill_path = self.spill.save(f"{obj.uid}-{frame_idx}-{next(_uid)}.pt", data)
         out.pred_masks = None
         out.maskmem_features = None
         out.key_cache.clear()
 
     def discard(self, out: FrameOutput) -> None:
         if out.spill_path is not None:
-            out.spill_path.unlink(missing_ok=True)
+            self.spill.remove(out.spill_path)
             out.spill_path = None
 
     def trim(self, frame_idx: int) -> None:
@@ -197,7 +222,7 @@ class VideoSession:
         for obj in self.objects:
             for t, out in obj.non_cond.items():
                 if abs(t - frame_idx) > self.window and not out.spilled:
-                    self.spill(obj, t, out)
+                    self.spill_out(obj, t, out)
 
     @property
     def resident_outputs(self) -> int:
@@ -206,20 +231,27 @@ class VideoSession:
                    for d in (o.cond, o.non_cond, o.temp_cond, o.temp_non_cond) for out in d.values())
 
     def close(self) -> None:
-        """Release the frame reader and the spill folder."""
+        """Release everything: results, cached features, the frame reader, the spill folder.
+        Closing twice is harmless."""
+        if self.closed:
+            return
+        self.closed = True
         self.clear()
         self._features.clear()
+        self.memory_cache.clear()
+        self.maskmem_pos = None
         close = getattr(self.frames, "close", None)
         if close is not None:
             close()
-        shutil.rmtree(self._spill_root, ignore_errors=True)
-        release_free_memory()  # what the session's tensors and frames occupied, back to the system
+        self.spill.close()
+        if self.release_memory_every:
+            release_free_memory()  # what the session's tensors and frames occupied
 
-    def __del__(self):
-        try:
-            shutil.rmtree(self._spill_root, ignore_errors=True)
-        except Exception:
-            pass
+    def __enter__(self) -> "VideoSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # ---- the reference's dict keys, read-only ------------------------------------------
 

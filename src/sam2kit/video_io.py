@@ -2,7 +2,7 @@
 
 ``open_frames(source)`` gives a :class:`FrameSource`: ``len(src)`` frames, each read with
 ``src.get(i)`` as an HxWx3 uint8 RGB array at the video's own size (a fresh array the caller
-may modify). Nothing is decoded up front; recently read frames are kept in an LRU cache of
+may modify). Nothing but a frame folder's first frame is decoded up front; recently read frames are kept in an LRU cache of
 at most ``cache_bytes`` bytes (``src.cached_frames`` tells how many it holds now).
 
 Sources:
@@ -18,7 +18,8 @@ Sources:
 * a folder of .jpg/.jpeg/.png frames (mixed is fine), ordered by the number at the end of the
   file name (``1.png, 2.png, 10.png`` or ``frame_0001.jpg ...``); a name with no number or two
   files with the same number is an error, since the order would be a guess. Hidden files
-  (".name") are ignored. EXIF orientation is not applied.
+  (".name") are ignored. EXIF orientation is not applied. The first frame is decoded when the
+  folder is opened (it sets the size; a damaged one is named at once); the others when asked for.
 * a list/tuple of HxWx3 uint8 RGB arrays or PIL images, or an NxHxWx3 uint8 array.
 
 ``get`` holds a lock: reads from several threads (say a prefetch thread) are serialised.
@@ -297,8 +298,13 @@ class ImageFolderSource(FrameSource):
         self.files = [p for _, _, p in numbered]
         from PIL import Image
         self._Image = Image
-        with Image.open(self.files[0]) as im:
-            self.width, self.height = im.size
+        first = self.files[0]
+        try:  # the first frame sets the size: decode it now, so a damaged one is named here
+            with Image.open(first) as im:
+                self.width, self.height = im.size
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            raise ValueError(_unreadable(first, e)) from None
+        self.get(0)
 
     def __len__(self) -> int:
         return len(self.files)
@@ -312,10 +318,16 @@ class ImageFolderSource(FrameSource):
                                      f"first frame is {self.width}x{self.height}; all frames "
                                      "must have the same size")
                 arr = np.asarray(im.convert("RGB"))
-        except (OSError, SyntaxError) as e:  # PIL.UnidentifiedImageError is an OSError
-            raise ValueError(f"cannot read frame image {p}: {e}") from e
+        except (OSError, SyntaxError, self._Image.DecompressionBombError) as e:
+            raise ValueError(_unreadable(p, e)) from None  # (UnidentifiedImageError is an OSError)
         self._cache.put(index, arr)
         return arr
+
+
+def _unreadable(path: Path, e: BaseException) -> str:
+    why = " ".join(str(e).split()) or type(e).__name__
+    return (f"cannot read frame image {path}: {why}; the file is damaged or not a JPEG/PNG image: "
+            "replace it, or remove it from the folder")
 
 
 class SequenceSource(FrameSource):

@@ -14,20 +14,27 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .devices import RELEASE_EVERY, release_free_memory
+from .build import FromPretrained, build_sam2
+from .devices import release_free_memory
 from .modeling.sam2 import NO_OBJ_SCORE, ImageFeatures, MemoryFrame, SAM2Model
 from .postprocess import fill_small_holes
 from .session import FrameOutput, ObjectState, VideoSession
 from .transforms import frame_to_input
 
 
-class SAM2VideoPredictor:
+class SAM2VideoPredictor(FromPretrained):
+    """Prompt objects on any frame of a video and track them (``init_state``,
+    ``add_new_points_or_box``, ``propagate_in_video``, ...). The state of each video is a
+    ``VideoSession``; one predictor (and one model) may serve many sessions, each session one
+    thread at a time. ``SAM2VideoPredictor.from_pretrained(model_id, device=, image_size=,
+    revision=, checkpoint=, precision=, compile=, quantize=, **options)`` loads a model."""
+
     def __init__(self, sam_model: SAM2Model, fill_hole_area: int = 8, non_overlap_masks: bool = False,
                  clear_non_cond_mem_around_input: bool = False,
                  add_all_frames_to_correct_as_cond: bool = False,
                  binarize_mask_from_pts_for_mem_enc: bool = True, max_cond_frames_in_attn: int = -1,
                  memory_temporal_stride_for_eval: int = 1, feature_cache_size: int = 2,
-                 dynamic_multimask_via_stability: bool = True, **kwargs):
+                 dynamic_multimask_via_stability: bool = True):
         """sam_model: a SAM2Model. The defaults are those of the reference's
         ``build_sam2_video_predictor``: holes up to ``fill_hole_area`` low-res pixels are
         filled, masks from clicks are binarised for the memory, and a prompt asking for one
@@ -46,17 +53,6 @@ class SAM2VideoPredictor:
         self.feature_cache_size = feature_cache_size
         self.dynamic_multimask_via_stability = dynamic_multimask_via_stability
 
-    @classmethod
-    def from_pretrained(cls, model_id: str, device="cpu", image_size: int | None = None,
-                        revision: str | None = None, checkpoint: str | Path | None = None, *,
-                        precision: str = "fp32", compile: bool = False, quantize: str | None = None,
-                        **kwargs) -> "SAM2VideoPredictor":
-        """As ``SAM2ImagePredictor.from_pretrained``: a hub id, a model name or a local file."""
-        from .build import load_pretrained
-
-        return cls(load_pretrained(model_id, device, image_size, revision, checkpoint, precision, compile,
-                                   quantize), **kwargs)
-
     @property
     def image_size(self) -> int:
         return self.model.image_size
@@ -69,18 +65,30 @@ class SAM2VideoPredictor:
 
     @torch.inference_mode()
     def init_state(self, video_path, offload_video_to_cpu: bool = False, offload_state_to_cpu: bool = False,
-                   async_loading_frames: bool = False, spill_dir: str | Path | None = None) -> VideoSession:
+                   async_loading_frames: bool = False, spill_dir: str | Path | None = None,
+                   spill_limit_bytes: int | None = None,
+                   release_memory_every: int | None = None) -> VideoSession:
         """Open a video: a video file (mp4, mov, mkv, avi, webm), a folder of JPEG/PNG frames
         in numeric order, or a sequence of HxWx3 uint8 RGB frames. Frames are decoded when
-        needed, so ``offload_video_to_cpu`` and ``async_loading_frames`` change nothing."""
+        needed, so ``offload_video_to_cpu`` and ``async_loading_frames`` change nothing.
+
+        spill_dir / spill_limit_bytes: where results far from the tracked frame go on disk
+        (default: the temporary folder) and the disk budget for them (None: none);
+        release_memory_every: hand the process heap's free pages back to the system every that
+        many tracked frames (``sam2kit.release_free_memory``; process-wide, so off unless
+        asked). Close the session (``with``, or ``close()``) to free it at once."""
         from .video_io import open_frames
 
         frames = open_frames(video_path)
         storage = torch.device("cpu") if offload_state_to_cpu else self.device
         window = self.model.config.num_maskmem * self.memory_temporal_stride_for_eval
         session = VideoSession(frames, self.image_size, self.device, storage, window,
-                               self.feature_cache_size, spill_dir)
-        self._features(session, 0)  # warm up on the first frame, as the reference does
+                               self.feature_cache_size, spill_dir, spill_limit_bytes, release_memory_every)
+        try:
+            self._features(session, 0)  # warm up on the first frame, as the reference does
+        except BaseException:
+            session.close()
+            raise
         return session
 
     @torch.inference_mode()
@@ -119,6 +127,8 @@ class SAM2VideoPredictor:
             b = torch.as_tensor(np.asarray(box, dtype=np.float32)).reshape(-1)
             if b.numel() != 4:
                 raise ValueError(f"box must be XYXY with 4 numbers, got {b.numel()}")
+            if not torch.isfinite(b).all():
+                raise ValueError("box contains NaN or infinite values; give finite pixel coordinates")
             coords = torch.cat([b.reshape(1, 2, 2), coords], dim=1)
             labs = torch.cat([torch.tensor([[2, 3]], dtype=torch.int32), labs], dim=1)
         if normalize_coords:
@@ -182,7 +192,8 @@ class SAM2VideoPredictor:
             head = m.mask_as_output(feats, mask)
         else:
             memories, ptrs = ([], []) if is_init else self._gather_memory(s, obj, frame_idx, reverse)
-            pix = m.condition_on_memory(feats, memories, ptrs, min(s.num_frames, m.config.max_obj_ptrs_in_encoder))
+            pix = m.condition_on_memory(feats, memories, ptrs, min(s.num_frames, m.config.max_obj_ptrs_in_encoder),
+                                        s.memory_cache)
             n_pts = 0 if points is None else points[1].shape[1]
             cfg = m.config
             multimask = cfg.multimask_min_pt_num <= n_pts <= cfg.multimask_max_pt_num
@@ -306,8 +317,9 @@ class SAM2VideoPredictor:
             end = min(start_frame_idx + max_frame_num_to_track, s.num_frames - 1)
             order = range(start_frame_idx, end + 1)
         for step, frame_idx in enumerate(tqdm(order, desc="propagate in video", disable=not progress, leave=False)):
-            if step and step % RELEASE_EVERY == 0 and s.device.type == "cpu":
-                release_free_memory()  # the holes the last RELEASE_EVERY frames' activations left
+            every = s.release_memory_every
+            if every and step and step % every == 0 and s.device.type == "cpu":
+                release_free_memory()  # the holes the last frames' activations left
             per_obj = []
             for obj in s.objects:
                 if frame_idx in obj.cond:
@@ -387,7 +399,19 @@ class SAM2VideoPredictor:
 
     # ---- outputs ---------------------------------------------------------------------------
 
-    def _consolidate(self, s: VideoSession, frame_idx: int, is_cond: bool) -> torch.Tensor:
+    @torch.inference_mode()
+    def frame_masks(self, inference_state: VideoSession, frame_idx: int):
+        """Every object's current mask on ``frame_idx``, as the last prompt or propagation left
+        it: (obj_ids, masks [num_objects, 1, H, W] logits; objects without a result there are
+        all NO_OBJ_SCORE), or None when no object has a result on that frame."""
+        s = inference_state
+        self._check_frame(s, frame_idx)
+        if not any(o.output(frame_idx) is not None for o in s.objects):
+            return None
+        return s.obj_ids, self._video_res(s, self._consolidate(s, frame_idx, None))
+
+
+    def _consolidate(self, s: VideoSession, frame_idx: int, is_cond: bool | None) -> torch.Tensor:
         """All objects' masks on a frame at video resolution [num_objects, 1, H, W]."""
         out = torch.full((len(s.objects), 1, s.video_height, s.video_width), NO_OBJ_SCORE,
                          dtype=torch.float32, device=s.storage_device)
@@ -429,6 +453,8 @@ def _as_points(points, labels) -> tuple[torch.Tensor, torch.Tensor]:
     if lab.shape != p.shape[:2]:
         raise ValueError(f"labels must have one entry per point: {tuple(p.shape[:2])} expected, "
                          f"got {tuple(lab.shape)}")
+    if not torch.isfinite(p).all():
+        raise ValueError("points contain NaN or infinite values; give finite pixel coordinates")
     if not torch.isin(lab, torch.tensor([0, 1], dtype=torch.int32)).all():
         raise ValueError("labels must be 1 (foreground) or 0 (background)")
     return p, lab
@@ -460,3 +486,14 @@ def apply_non_overlapping_constraints(masks: torch.Tensor) -> torch.Tensor:
     best = torch.argmax(masks, dim=0, keepdim=True)
     keep = best == torch.arange(masks.shape[0], device=masks.device)[:, None, None, None]
     return torch.where(keep, masks, torch.clamp(masks, max=-10.0))
+
+
+def build_sam2_video_predictor(name: str, checkpoint: str | Path | None = None, device="cpu",
+                               image_size: int | None = None, revision: str | None = None, *,
+                               precision: str = "fp32", compile: bool = False, quantize: str | None = None,
+                               **kwargs) -> SAM2VideoPredictor:
+    """A ``SAM2VideoPredictor`` for ``name`` (as ``build_sam2``); other keyword arguments go to
+    the predictor (``fill_hole_area``, ``non_overlap_masks``, ...)."""
+    model = build_sam2(name, checkpoint, device, image_size, revision, precision=precision,
+                       compile=compile, quantize=quantize)
+    return SAM2VideoPredictor(model, **kwargs)

@@ -51,10 +51,11 @@ def vos_predictor(model, non_overlap_masks: bool) -> SAM2VideoPredictor:
 
 
 def track_video(predictor: SAM2VideoPredictor, frames_dir: Path, prompts: list[ObjectPrompt],
-                frame_names: list[str]) -> Iterator[tuple[int, np.ndarray]]:
+                frame_names: list[str], session_options: dict | None = None) -> Iterator[tuple[int, np.ndarray]]:
     """Track ``prompts``' objects through the JPEG frames ``frame_names`` (stems, in order) in
     ``frames_dir``. Yields, for every frame in order, (frame index, masks [num_objects, H, W]
-    bool in the order of ``prompts``)."""
+    bool in the order of ``prompts``). ``session_options``: keyword arguments of
+    ``init_state`` (``spill_dir``, ``release_memory_every``, ...)."""
     groups: dict[int, list[int]] = {}
     for k, p in enumerate(prompts):
         groups.setdefault(p.frame, []).append(k)
@@ -68,7 +69,7 @@ def track_video(predictor: SAM2VideoPredictor, frames_dir: Path, prompts: list[O
                     _share_features(active[0][0], state, f)
                 logits[idx] = _next_masks(gen, f)
             if f in groups:  # objects first annotated here: a session of their own from here
-                state = predictor.init_state(str(frames_dir))
+                state = predictor.init_state(str(frames_dir), **(session_options or {}))
                 _check_frames(state, frames_dir, frame_names, (height, width))
                 if active:
                     _share_features(active[0][0], state, f)
@@ -116,7 +117,7 @@ def _check_frames(state, frames_dir: Path, names: list[str], size: tuple[int, in
 # ---- one video, written as it goes -----------------------------------------------------------
 
 def run_video(predictor: SAM2VideoPredictor, ds: Dataset, video: str, out: Path,
-              on_start=None, on_frame=None) -> dict:
+              on_start=None, on_frame=None, session_options: dict | None = None) -> dict:
     """Track one video of ``ds`` and write its masks into ``out`` (an empty folder): palette
     PNGs ``<frame>.png`` (object number as the value, the annotations' palette) or, for
     per-object layouts, ``<obj:03d>/<frame>.png`` (0/1). Returns the video's figures."""
@@ -132,7 +133,7 @@ def run_video(predictor: SAM2VideoPredictor, ds: Dataset, video: str, out: Path,
     order = np.argsort(ids)[::-1]  # lower numbers drawn last: they win where masks overlap
     t0 = time.perf_counter()
     done = 0
-    for f, masks in track_video(predictor, ds.frames_dir(video), prompts, names):
+    for f, masks in track_video(predictor, ds.frames_dir(video), prompts, names, session_options):
         if ds.per_object:
             for i, m in zip(ids, masks):
                 save_png(out / f"{i:03d}" / f"{names[f]}.png", m.astype(np.uint8), palette)
@@ -161,13 +162,14 @@ class VOSProgress:
 
 
 def run_dataset(predictor: SAM2VideoPredictor, ds: Dataset, out: Path, header: dict,
-                redo: bool = False, progress: VOSProgress | None = None) -> dict:
+                redo: bool = False, progress: VOSProgress | None = None,
+                session_options: dict | None = None) -> dict:
     """Predict every video of ``ds`` into ``out/<video>/``. Resumable: a video whose folder is
     there is finished and skipped (``redo``: predicted again); one is written in
     ``out/<video>.partial-XXXX/`` and moved into place when complete, so an interrupted one is
     redone. ``out/vos.json`` (the ledger) records ``header`` (what made the predictions:
     model and settings) and each video's figures; resuming with another header is an error.
-    Returns the ledger."""
+    ``session_options``: as for ``track_video``. Returns the ledger."""
     progress = progress or VOSProgress()
     ledger = _open_ledger(out, header, redo)
     out.mkdir(parents=True, exist_ok=True)
@@ -183,7 +185,8 @@ def run_dataset(predictor: SAM2VideoPredictor, ds: Dataset, out: Path, header: d
         tmp = Path(tempfile.mkdtemp(prefix=f"{video}.partial-", dir=out))
         os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes it private
         try:
-            figures = run_video(predictor, ds, video, tmp, progress.video_start, progress.frame_done)
+            figures = run_video(predictor, ds, video, tmp, progress.video_start, progress.frame_done,
+                                session_options)
             if (out / video).exists():
                 shutil.rmtree(out / video)
             os.replace(tmp, out / video)

@@ -1,16 +1,16 @@
 """The ``sam2kit`` command line (``sam2kit --help``): a thin layer over the public API, one
-module per command (image, video, models, demo, vos, evaluate)."""
+module per command (image, video, batch, models, demo, serve, vos, evaluate)."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-from sam2kit import __version__
+from sam2kit import __version__, tune_cpu_allocator
 
-from . import demo, evaluate, image, models, video, vos
+from . import batch, demo, evaluate, image, models, serve, video, vos
 from .common import CLIError, Console, one_line
-from .outputs import to_json
+from ..outputs import to_json
 
 __all__ = ["main", "build_parser", "CLIError"]
 
@@ -19,14 +19,17 @@ Segment Anything Model 2 (SAM 2 and SAM 2.1) on photos and videos.
 
   sam2kit image [IMAGE] -o DIR     masks of a photo from clicks, boxes or a grid of clicks
   sam2kit video [VIDEO] -o DIR     objects tracked through a video from clicks or boxes
+  sam2kit batch INPUT... -o OUT    many images or videos: resumable, local processes or Ray
   sam2kit models [download NAME]   the known models and where each is cached; fetch one
   sam2kit demo -o DIR              both workflows on the bundled photo and clip
+  sam2kit serve                    the HTTP API and the page (pip install 'sam2kit[serve]')
   sam2kit vos DATASET -o PRED      semi-supervised VOS over a benchmark (DAVIS, SA-V, YouTube-VOS)
   sam2kit evaluate --gt GT --pred PRED   J&F of the predictions, as the official evaluators
 
 `sam2kit COMMAND --help` tells more. Messages and progress bars go to stderr, results to
 stdout (--json: the results document). Exit status: 0 success; 2 bad input (one line on
-stderr naming the problem and the fix; no output written); 1 an unexpected failure.
+stderr naming the problem and the fix; no output written); 1 an unexpected failure; 3 (batch)
+some items failed.
 """
 
 
@@ -42,13 +45,14 @@ def build_parser() -> argparse.ArgumentParser:
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"sam2kit {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for module in (image, video, models, demo, vos, evaluate):
+    for module in (image, video, batch, models, demo, serve, vos, evaluate):
         module.add_parser(sub)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); returns the exit status."""
+    """Run the command line with ``argv`` (default: ``sys.argv[1:]``); returns the exit status
+    (a command may set ``args.exit_status``: batch says 3 when some items failed)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -58,12 +62,13 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     console = Console(quiet=args.quiet)
+    tune_cpu_allocator()  # this process is ours: large buffers are reused (README, "Speed")
     try:
         results, text = args.run(args, console)
     except CLIError as e:
         return _fail(str(e), 2)
-    except KeyboardInterrupt:
-        return _fail("interrupted; nothing was written", 130)
+    except KeyboardInterrupt as e:  # a command may say what an interruption leaves (batch)
+        return _fail(str(e) or "interrupted; nothing was written", 130)
     except OSError as e:  # a full disk, a folder that went away, ...
         return _fail(f"{one_line(e)}; nothing was written", 1)
     except Exception as e:  # noqa: BLE001 - one line for the user, not a traceback
@@ -73,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         print(to_json(results))
     elif not args.quiet:
         print(text)
-    return 0
+    return getattr(args, "exit_status", 0)
 
 
 def _fail(message: str, code: int) -> int:

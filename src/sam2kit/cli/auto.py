@@ -11,10 +11,11 @@ import numpy as np
 
 import sam2kit
 from sam2kit import SAM2AutomaticMaskGenerator
-from sam2kit.amg import coco_encode_rle, rle_to_mask
+from sam2kit.amg import rle_to_mask
+from sam2kit.automatic import coco_annotations
 
 from .common import CLIError, Console, load_model, sample
-from .outputs import colour, mask_png, save_json, tint
+from ..outputs import colour, mask_png, save_json, tint
 
 HELP = """\
 --auto: segment everything. A grid of single clicks covers the image; each click's candidate
@@ -86,12 +87,15 @@ def settings(args) -> dict:
                 min_mask_region_area=args.min_region_area, use_m2m=args.m2m, output_mode="uncompressed_rle")
 
 
-def run_auto(args, console: Console, out: Path, load_image) -> dict:
+def run_auto(args, console: Console, out: Path, load_image, model=None, model_info=None) -> dict:
+    """Every mask of the image into ``out`` (a folder of its own, being written); ``model``: one
+    already loaded (batch runs), else the options' model is loaded. Returns results."""
     t_start = time.perf_counter()
     path = (args.image or sample("sample_photo.png")).expanduser()
     image = load_image(path)
     h, w = image.shape[:2]
-    model, model_info = load_model(args, console, args.resolution)
+    if model is None:
+        model, model_info = load_model(args, console, args.resolution)
     gen = SAM2AutomaticMaskGenerator(model, **settings(args))
     bar = None
 
@@ -112,16 +116,10 @@ def run_auto(args, console: Console, out: Path, load_image) -> dict:
     t0 = time.perf_counter()
     masks = [rle_to_mask(r["segmentation"]) for r in records]
     digits = max(3, len(str(len(records) - 1)))
-    annotations = []
-    for k, (r, m) in enumerate(zip(records, masks)):
-        name = f"mask_{k:0{digits}d}.png"
-        mask_png(m).save(out / name)
-        annotations.append({
-            "id": k + 1, "image_id": 1, "category_id": 1, "iscrowd": 0,
-            "segmentation": coco_encode_rle(r["segmentation"]), "area": r["area"],
-            "bbox": r["bbox"], "predicted_iou": round(r["predicted_iou"], 6),
-            "stability_score": round(r["stability_score"], 6), "point_coords": r["point_coords"],
-            "crop_box": r["crop_box"], "mask_file": name})
+    annotations = coco_annotations(records)
+    for k, (a, m) in enumerate(zip(annotations, masks)):
+        a["mask_file"] = f"mask_{k:0{digits}d}.png"
+        mask_png(m).save(out / a["mask_file"])
     tint(image, masks, [colour(k) for k in range(len(masks))]).save(out / "composite.png")
     write_s = time.perf_counter() - t0
     results = {

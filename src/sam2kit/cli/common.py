@@ -17,14 +17,13 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from sam2kit import CheckpointError, CheckpointNotFoundError, SAM2ImagePredictor, get_config
+import sam2kit
+from sam2kit import CheckpointError, CheckpointNotFoundError, get_config
 from sam2kit.devices import resolve_device
 from sam2kit.hub import cached_checkpoint
 from sam2kit.modes import PRECISIONS
 
 DEFAULT_MODEL = "facebook/sam2-hiera-tiny"
-SIZES = {"tiny": "tiny", "t": "tiny", "small": "small", "s": "small", "base-plus": "base-plus",
-         "base_plus": "base-plus", "b+": "base-plus", "large": "large", "l": "large"}
 
 
 class CLIError(Exception):
@@ -121,31 +120,12 @@ def add_model_options(p: argparse.ArgumentParser, resolution_help: str | None = 
 
 
 def model_source(model: str | None, sam21: bool) -> str:
-    """The hub id, model name or checkpoint path that ``--model``/``--sam2.1`` name; a CLIError
-    for an unknown name."""
-    text = (model or "tiny").strip()
-    if text.lower() in SIZES:
-        return f"facebook/{'sam2.1' if sam21 else 'sam2'}-hiera-{SIZES[text.lower()]}"
-    path = Path(text).expanduser()
-    if path.is_file() or path.suffix in (".pt", ".pth"):
-        if not path.is_file():
-            raise CLIError(f"checkpoint file {text!r} does not exist; check the path, or name a model "
-                           "(tiny, small, base-plus, large) to download it")
-        if sam21:
-            raise CLIError("--sam2.1 goes with a short model name (tiny, small, base-plus, large); a "
-                           "checkpoint file's model is identified from its contents")
-        return str(path)
+    """The hub id, model name or checkpoint path that ``--model``/``--sam2.1`` name
+    (``sam2kit.model_id``); a CLIError for an unknown name."""
     try:
-        config = get_config(text)
-    except ValueError:
-        raise CLIError(f"unknown model {text!r}; use tiny, small, base-plus or large (with --sam2.1 "
-                       "for SAM 2.1), a name such as sam2.1-hiera-large, a hub id such as "
-                       "facebook/sam2-hiera-tiny, or the path of a .pt checkpoint "
-                       "(`sam2kit models` lists them)") from None
-    if sam21 and not config.is_sam21:
-        raise CLIError(f"--sam2.1 asks for SAM 2.1 but --model {text} is a SAM 2.0 model; use "
-                       f"--model {config.name.replace('sam2-', 'sam2.1-')} or a short name")
-    return text
+        return sam2kit.model_id(model, sam21)
+    except ValueError as e:
+        raise CLIError(one_line(e)) from None
 
 
 def check_model_options(args) -> str:
@@ -176,10 +156,10 @@ def load_model(args, console: Console, image_size: int | None):
     t0 = time.perf_counter()
     try:
         with console.hub_progress():
-            model = SAM2ImagePredictor.from_pretrained(
+            model = sam2kit.load_model(
                 source, device=args.device, image_size=image_size, revision=args.revision,
                 checkpoint=checkpoint, precision=args.precision, compile=args.compile,
-                quantize="int8" if args.int8 else None).model
+                quantize="int8" if args.int8 else None)
     except CheckpointNotFoundError as e:
         raise CLIError(f"{one_line(e)} (on the command line: --checkpoint FILE)") from None
     except (CheckpointError, ValueError) as e:
@@ -272,25 +252,35 @@ class StagedOutput:
         self._abort()
 
     def _commit(self) -> None:
+        """Swap the outputs in: the earlier run's entries that this run replaces move aside,
+        the new ones move in (renames, no copying); if any step fails, every step is undone,
+        so ``final`` holds either the earlier outputs or the new ones, never a mix."""
         if not self.final.exists():
             os.rename(self.path, self.final)
             return
         check_output_dir(self.final, self.overwrite)  # it may have changed meanwhile
-        names = {p.name for p in self.path.iterdir()}
+        names = sorted(p.name for p in self.path.iterdir())
         trash = Path(tempfile.mkdtemp(prefix=f"{self.final.name}.replaced-", dir=self.final.parent))
+        moved_out, moved_in = [], []
         try:
             for old in list(self.final.iterdir()):
-                if old.name in names:  # files are replaced in one step below, folders here
-                    replace = (old.is_dir() and not old.is_symlink()) or (self.path / old.name).is_dir()
-                else:
-                    replace = bool(self.stale and re.fullmatch(self.stale, old.name))
-                if replace:
+                if old.name in names or (self.stale and re.fullmatch(self.stale, old.name)):
                     os.rename(old, trash / old.name)
-            for name in sorted(names):
-                os.replace(self.path / name, self.final / name)
-            self.path.rmdir()
-        finally:
+                    moved_out.append(old.name)
+            for name in names:
+                os.rename(self.path / name, self.final / name)
+                moved_in.append(name)
+        except OSError:
+            for name in reversed(moved_in):  # undo: the new entries back, the old ones in place
+                with contextlib.suppress(OSError):
+                    os.rename(self.final / name, self.path / name)
+            for name in reversed(moved_out):
+                with contextlib.suppress(OSError):
+                    os.rename(trash / name, self.final / name)
             shutil.rmtree(trash, ignore_errors=True)
+            raise
+        self.path.rmdir()
+        shutil.rmtree(trash, ignore_errors=True)
 
     def _abort(self) -> None:
         if self.path is not None:

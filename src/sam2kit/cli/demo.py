@@ -44,7 +44,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
 def command(args, console: Console) -> tuple[dict, str]:
     check_model_options(args)
     image_args = argparse.Namespace(**vars(args), image=None, grid=None, point=[], box=[],
-                                    single_mask=False)
+                                    single_mask=False, max_pixels=image.DEFAULT_MAX_PIXELS)
     video_args = argparse.Namespace(**vars(args), video=None, point=[], box=[], start_frame=None,
                                     reverse=False, fps=None)
     video_resolution = args.resolution or DEMO_VIDEO_RESOLUTION

@@ -8,16 +8,16 @@ import time
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 import sam2kit
 from sam2kit import SAM2ImagePredictor
+from sam2kit.images import DEFAULT_MAX_PIXELS, ImageReadError, allow_pixels, read_image
 
 from . import prompts as P
 from .auto import add_auto_options, check_auto_args, run_auto, summary_auto
 from .common import (CLIError, Console, StagedOutput, add_feedback_options, add_model_options,
-                     add_output_options, check_model_options, load_model, one_line, sample)
-from .outputs import (BBOX_FORMAT, colour, draw_prompt, grid_composite, mask_png, mask_stats,
+                     add_output_options, check_model_options, load_model, sample)
+from ..outputs import (BBOX_FORMAT, colour, draw_prompt, grid_composite, mask_png, mask_stats,
                       save_json, tint)
 
 STALE = r"(mask|overlay)_\d+\.png"  # files of an earlier run that this one may not rewrite
@@ -52,6 +52,9 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="a box (with --point: part of that prompt; several boxes: one prompt each)")
     g.add_argument("--single-mask", action="store_true",
                    help="ask for one mask per prompt instead of keeping the best of three")
+    p.add_argument("--max-pixels", type=max_pixels, default=DEFAULT_MAX_PIXELS, metavar="N",
+                   help="refuse pictures of more than N pixels, a guard against decompression bombs "
+                        f"(default: {DEFAULT_MAX_PIXELS}, Pillow's)")
     add_auto_options(p)
     add_model_options(p)
     add_feedback_options(p)
@@ -59,59 +62,33 @@ def add_parser(sub) -> argparse.ArgumentParser:
     return p
 
 
-def load_image(path: Path) -> np.ndarray:
-    if not path.exists():
-        raise CLIError(f"image {str(path)!r} does not exist; check the path")
-    if path.is_dir():
-        raise CLIError(f"{str(path)!r} is a folder, not an image file; give an image (PNG, JPEG, ...)")
+def load_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """The picture at ``path`` (``sam2kit.images.read_image``); a CLIError if it cannot be used."""
+    allow_pixels(max_pixels)  # this process is ours: let Pillow open what --max-pixels allows
     try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im)  # camera photos: honour the EXIF orientation
-            return np.array(im.convert("RGB"))
-    except UnidentifiedImageError:
-        raise CLIError(f"cannot read image {str(path)!r}: not an image format Pillow recognises; "
-                       "give a PNG, JPEG, WebP, TIFF or BMP file") from None
-    except PermissionError:
-        raise CLIError(f"cannot read image {str(path)!r}: permission denied; make it readable "
-                       "(chmod) or copy it somewhere readable") from None
-    except Image.DecompressionBombError as e:
-        raise CLIError(f"cannot read image {str(path)!r}: {one_line(e)}; scale it down first") from None
-    except (OSError, ValueError, SyntaxError) as e:
-        raise CLIError(f"cannot read image {str(path)!r}: {one_line(e)}; the file is damaged or "
-                       "incomplete, export or download it again") from None
+        return read_image(path, max_pixels)
+    except ImageReadError as e:
+        raise CLIError(str(e)) from None
 
 
-BATCH = 16  # prompts decoded together (bounded: each returns its candidates at full size)
+def max_pixels(text: str) -> int:
+    """argparse type of ``--max-pixels``."""
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number of pixels, got {text!r}")
+    return int(text)
 
 
 def predict_all(predictor, prompts: list[P.Prompt], multimask: bool, console: Console):
-    """(masks, entries): each prompt's chosen mask and its results.json entry. Prompts of the
-    same shape (a grid's single clicks, several boxes) go through the decoder in batches:
-    the masks are those of one prompt at a time (up to float rounding)."""
-    results: dict[int, tuple] = {}
-    groups: dict[tuple, list[int]] = {}
-    for k, pr in enumerate(prompts):
-        groups.setdefault((len(pr.points), pr.box is not None), []).append(k)
-    batches = [ks[i:i + BATCH] for ks in groups.values() for i in range(0, len(ks), BATCH)]
+    """(masks, entries): each prompt's chosen mask and its results.json entry (the library's
+    ``predict_many``: prompts of one shape are decoded together, with the masks of one prompt
+    at a time)."""
     with console.progress(total=len(prompts), desc="prompts", unit="prompt") as bar:
-        for ks in batches:
-            batch = [prompts[k] for k in ks]
-            has_points, has_box = bool(batch[0].points), batch[0].box is not None
-            t0 = time.perf_counter()
-            cand, scores, _ = predictor.predict(
-                point_coords=np.array([pr.points for pr in batch], dtype=np.float32) if has_points else None,
-                point_labels=np.array([pr.labels for pr in batch]) if has_points else None,
-                box=np.array([pr.box for pr in batch], dtype=np.float32) if has_box else None,
-                multimask_output=multimask)
-            dt = (time.perf_counter() - t0) / len(ks)
-            if len(ks) == 1 and scores.ndim == 1:  # a single prompt comes back without a batch axis
-                cand, scores = cand[None], scores[None]
-            for j, k in enumerate(ks):
-                results[k] = (cand[j], scores[j], dt)
-            bar.update(len(ks))
+        t0 = time.perf_counter()
+        results = predictor.predict_many(prompts, multimask_output=multimask,
+                                         progress=lambda done, total: bar.update(done - bar.n))
+        dt = (time.perf_counter() - t0) / len(prompts)
     masks, entries = [], []
-    for k, pr in enumerate(prompts):
-        cand, scores, dt = results[k]
+    for k, (pr, (cand, scores, _)) in enumerate(zip(prompts, results)):
         best = int(np.argmax(scores))
         mask = cand[best] > 0.5
         masks.append(mask)
@@ -148,7 +125,7 @@ def run(args, console: Console, out: Path, model=None, model_info=None) -> dict:
     """The image workflow into ``out`` (a folder of its own, being written); returns results."""
     t_start = time.perf_counter()
     path = (args.image or sample("sample_photo.png")).expanduser()
-    image = load_image(path)
+    image = load_image(path, args.max_pixels)
     h, w = image.shape[:2]
     prompts = P.image_prompts(args.point, args.box, args.grid, w, h)
     grid_rc = (args.grid or (3, 3)) if prompts[0].grid_cell is not None else None
@@ -186,7 +163,7 @@ def command(args, console: Console) -> tuple[dict, str]:
     if args.auto:  # segment everything: a path of its own (cli/auto.py)
         check_auto_args(args)
         with StagedOutput(args.output, args.overwrite, stale=STALE) as out:
-            results = run_auto(args, console, out, load_image)
+            results = run_auto(args, console, out, lambda p: load_image(p, args.max_pixels))
         return results, summary_auto(results, args.output)
     with StagedOutput(args.output, args.overwrite, stale=STALE) as out:
         results = run(args, console, out)

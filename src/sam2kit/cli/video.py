@@ -13,12 +13,13 @@ from PIL import Image
 
 import sam2kit
 from sam2kit import SAM2VideoPredictor
+from sam2kit.devices import RELEASE_EVERY
 from sam2kit.video_io import IMAGE_EXTENSIONS, FrameSource, open_frames
 
 from . import prompts as P
 from .common import (CLIError, Console, StagedOutput, add_feedback_options, add_model_options,
                      add_output_options, check_model_options, load_model, one_line, sample)
-from .outputs import (BBOX_FORMAT, Mp4Writer, colour, draw_prompt, mask_png, mask_stats, palette_png,
+from ..outputs import (BBOX_FORMAT, Mp4Writer, colour, draw_prompt, mask_png, mask_stats, palette_png,
                       save_json, tint)
 
 DEFAULT_FPS = 25.0
@@ -333,7 +334,7 @@ def run(args, console: Console, out: Path, model=None, model_info=None) -> dict:
             model, model_info = load_model(args, console, args.resolution)
         predictor = SAM2VideoPredictor(model)
         t0 = time.perf_counter()
-        state = predictor.init_state(frames)
+        state = predictor.init_state(frames, release_memory_every=RELEASE_EVERY)
         add_prompts(predictor, state, prompts)
         prompt_s = time.perf_counter() - t0
         obj_ids = list(state.obj_ids)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import sam2kit
 from sam2kit.datasets import LAYOUTS, DatasetError, open_dataset
+from sam2kit.devices import RELEASE_EVERY
 from sam2kit.vos import LEDGER, OFFICIAL_SETTINGS, VOSProgress, run_dataset, vos_predictor
 
 from .common import (CLIError, Console, add_feedback_options, add_model_options, check_model_options,
@@ -116,7 +117,8 @@ def command(args, console: Console) -> tuple[dict, str]:
     bars = Bars(console)
     t0 = time.perf_counter()
     try:
-        ledger = run_dataset(predictor, ds, out, header, redo=args.overwrite, progress=bars)
+        ledger = run_dataset(predictor, ds, out, header, redo=args.overwrite, progress=bars,
+                             session_options={"release_memory_every": RELEASE_EVERY})
     except DatasetError as e:
         raise CLIError(one_line(e)) from None
     finally:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -57,3 +60,56 @@ def weights_key(*tensors: torch.Tensor) -> tuple:
             version = -1
         key.append((str(t.device), t.dtype, t.data_ptr(), tuple(t.shape), t.stride(), version))
     return tuple(key)
+
+
+class WeightCache:
+    """Values derived from a module's weights (and sizes) alone, computed once and shared by
+    every caller of the model, from any thread.
+
+    ``get(name, tensors, make)`` returns ``make()``, kept under ``name`` and the identity of
+    ``tensors`` (``weights_key``; the entry holds the tensors so their memory cannot be reused
+    while it lives). At most ``max_entries`` entries, the least recently used dropped first; a
+    lock makes check-compute-insert atomic (re-entrant: ``make`` may use the cache). Nothing is
+    cached while gradients are on (training keeps the graph) or inside a compiled graph.
+    Per-caller state (a video's memories) never goes here: it belongs to its session.
+    """
+
+    def __init__(self, max_entries: int = 16):
+        self.max_entries = max_entries
+        self._entries: OrderedDict[tuple, tuple] = OrderedDict()
+        self._lock = threading.RLock()
+
+    def get(self, name: tuple, tensors: tuple[torch.Tensor, ...], make):
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
+            return make()
+        key = (name, weights_key(*tensors))
+        with self._lock:
+            hit = self._entries.get(key)
+            if hit is None:
+                hit = self._entries[key] = (tensors, make())
+                while len(self._entries) > self.max_entries:
+                    self._entries.popitem(last=False)
+            else:
+                self._entries.move_to_end(key)
+            return hit[1]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    def nbytes(self) -> int:
+        """Bytes of the tensors the entries computed (not of the weights they hold)."""
+        with self._lock:
+            values = [v for _, v in self._entries.values()]
+        return sum(t.numel() * t.element_size() for t in _tensors_in(values))
+
+
+def _tensors_in(x):
+    if isinstance(x, torch.Tensor):
+        yield x
+    elif isinstance(x, (tuple, list)):
+        for v in x:
+            yield from _tensors_in(v)

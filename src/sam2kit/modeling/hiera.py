@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import MLP, weights_key
+from .common import MLP, WeightCache
 
 
 def window_partition(x: torch.Tensor, ws: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -124,7 +124,7 @@ class Hiera(nn.Module):
         self.patch_embed = PatchEmbed(embed_dim)
         self.pos_embed = nn.Parameter(torch.zeros(1, embed_dim, *window_pos_embed_bkg_spatial_size))
         self.pos_embed_window = nn.Parameter(torch.zeros(1, embed_dim, window_spec[0], window_spec[0]))
-        self._pos_cache: dict = {}
+        self._consts = WeightCache(max_entries=4)
 
         self.blocks = nn.ModuleList()
         dim, stage = embed_dim, 0
@@ -149,18 +149,13 @@ class Hiera(nn.Module):
         """Background embedding interpolated to (h, w) plus the tiled window embedding,
         [1, h, w, C]; computed once per size and weights (outside training)."""
         weights = (self.pos_embed, self.pos_embed_window)
-        # (compiled: the graph computes it; training: keep the graph)
-        uncached = torch.is_grad_enabled() or torch.compiler.is_compiling()
-        key = None if uncached else (h, w, weights_key(*weights))
-        if uncached or self._pos_cache.get("key") != key:
+
+        def make():
             pos = F.interpolate(self.pos_embed, size=(h, w), mode="bicubic")
             win = self.pos_embed_window
             pos = pos + win.tile([1, 1, h // win.shape[2], w // win.shape[3]])
-            pos = pos.permute(0, 2, 3, 1)
-            if uncached:
-                return pos
-            self._pos_cache = {"key": key, "held": weights, "pos": pos.contiguous()}
-        return self._pos_cache["pos"]
+            return pos.permute(0, 2, 3, 1).contiguous()
+        return self._consts.get(("pos", h, w), weights, make)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         x = self.patch_embed(x)

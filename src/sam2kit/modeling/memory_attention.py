@@ -35,7 +35,7 @@ class MemoryAttentionLayer(nn.Module):
 
     def _keys(self, bank: "MemoryBank") -> torch.Tensor:
         attn = self.cross_attn_image
-        parts = [attn.memory_keys(m.features, m.pos, m.tpos, m.cache) for m in bank.frames]
+        parts = [attn.memory_keys(m.features, m.pos, m.tpos, m.cache, bank.cache) for m in bank.frames]
         if bank.pointers is not None:
             parts.append(attn.pointer_keys(*bank.pointers))
         return torch.cat(parts, dim=1)
@@ -74,10 +74,13 @@ class MemoryTokens:
 @dataclass
 class MemoryBank:
     """What the current frame attends to: memory frames (rotated keys) and object-pointer
-    tokens with their position encodings ([B, P, 64] each; not rotated), or None."""
+    tokens with their position encodings ([B, P, 64] each; not rotated), or None.
+    ``cache``: a dict of the caller's (one video session's) where the position-and-slot terms
+    of the keys are kept between frames; None keeps nothing."""
 
     frames: list[MemoryTokens]
     pointers: tuple[torch.Tensor, torch.Tensor] | None
+    cache: dict | None = None
 
     @cached_property
     def values(self) -> torch.Tensor:

@@ -7,12 +7,14 @@ import math
 import torch
 from torch import nn
 
+from .common import WeightCache
+
 
 class PositionEmbeddingSine(nn.Module):
     """The DETR sine encoding of a feature map's (y, x) grid, normalised to [0, 2*pi].
 
-    Returns [B, num_pos_feats, H, W] for an input [B, C, H, W]. Tables are cached per size,
-    device and dtype (they depend on nothing else); the cache is not part of the state dict.
+    Returns [B, num_pos_feats, H, W] for an input [B, C, H, W]. Tables depend on the size and
+    device alone and are computed once each (a shared, bounded ``WeightCache``).
     """
 
     def __init__(self, num_pos_feats: int, temperature: float = 10000.0):
@@ -22,12 +24,11 @@ class PositionEmbeddingSine(nn.Module):
         self.half = num_pos_feats // 2
         self.temperature = temperature
         self.scale = 2 * math.pi
-        self._cache: dict[tuple, torch.Tensor] = {}
+        self._consts = WeightCache(max_entries=8)
 
     def table(self, h: int, w: int, device: torch.device) -> torch.Tensor:
         """[C, H, W] float32 table."""
-        key = (h, w, str(device))
-        if key not in self._cache:
+        def make():
             eps = 1e-6
             y = torch.arange(1, h + 1, dtype=torch.float32, device=device)
             x = torch.arange(1, w + 1, dtype=torch.float32, device=device)
@@ -40,8 +41,8 @@ class PositionEmbeddingSine(nn.Module):
             pos = torch.cat(
                 (py[:, None, :].expand(h, w, -1), px[None, :, :].expand(h, w, -1)), dim=-1
             )  # [H, W, C]
-            self._cache[key] = pos.permute(2, 0, 1).contiguous()
-        return self._cache[key]
+            return pos.permute(2, 0, 1).contiguous()
+        return self._consts.get((h, w, str(device)), (), make)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         pos = self.table(x.shape[-2], x.shape[-1], x.device)

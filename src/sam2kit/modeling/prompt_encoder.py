@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import LayerNorm2d, weights_key
+from .common import LayerNorm2d, WeightCache
 from .position_encoding import PositionEmbeddingRandom
 
 # point labels: 0 background, 1 foreground, 2 / 3 box corners, -1 padding (not a point)
@@ -40,17 +40,15 @@ class PromptEncoder(nn.Module):
             nn.Conv2d(mask_in_chans, embed_dim, kernel_size=1),
         )
         self.no_mask_embed = nn.Embedding(1, embed_dim)
-        self._dense_pe: dict[tuple, torch.Tensor] = {}
+        self._consts = WeightCache(max_entries=2)
 
     def get_dense_pe(self) -> torch.Tensor:
         """Position encoding of the image embedding grid: [1, C, h, w].
 
-        Cached; the key follows the Gaussian matrix (``weights_key``), so loading new weights
-        or moving the module recomputes it."""
-        key = weights_key(self.pe_layer.positional_encoding_gaussian_matrix)
-        if key not in self._dense_pe:
-            self._dense_pe = {key: self.pe_layer(self.image_embedding_size).unsqueeze(0)}
-        return self._dense_pe[key]
+        Computed once per weights (``WeightCache``): loading new weights or moving the module
+        recomputes it."""
+        return self._consts.get(("dense_pe",), (self.pe_layer.positional_encoding_gaussian_matrix,),
+                                lambda: self.pe_layer(self.image_embedding_size).unsqueeze(0))
 
     def _embed_points(self, points: torch.Tensor, labels: torch.Tensor, pad: bool) -> torch.Tensor:
         points = points + 0.5  # centre of the pixel

@@ -3,6 +3,9 @@
 Predictors (image, video) own all state and call only the public methods here. Parameter
 and module names equal the official checkpoint keys, so loading is a strict
 ``load_state_dict`` with no remapping.
+
+One model may serve any number of predictors, video sessions and threads at once, each
+getting exactly what it would get alone (see ``SAM2Model``).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..configs import SAM2Config
-from .common import MLP
+from .common import MLP, WeightCache
 from .hiera import Hiera
 from .image_encoder import FpnNeck, ImageEncoder
 from .mask_decoder import DecoderOutput, MaskDecoder
@@ -101,6 +104,21 @@ def _precision(method):
 
 
 class SAM2Model(nn.Module):
+    """SAM 2: image encoder, prompt encoder and mask decoder, memory attention and memory encoder.
+
+    Shared, and safe to use from several threads at once (inference): the weights, and what is
+    derived from the weights alone, computed once and then only read — the position tables of
+    the encoder, the prompt encoder's dense encoding, memory attention's reordered projections
+    and RoPE tables (``WeightCache``s: a few entries each, bounded, behind a lock;
+    ``cache_entries()`` counts them). Nothing a caller does adds to them.
+
+    Not shared: everything that depends on a caller's inputs lives with the caller and dies with
+    it. An image predictor holds its image's features; a video session holds its memories, the
+    keys memory attention derives from them (``MemoryFrame.cache``) and their position-and-slot
+    terms (the ``cache`` argument of ``condition_on_memory``). A predictor or a session is for
+    one thread at a time; the model is for all of them.
+    """
+
     def __init__(self, config: SAM2Config):
         super().__init__()
         self.config = config
@@ -185,6 +203,11 @@ class SAM2Model(nn.Module):
             dynamic_multimask=dynamic_multimask,
         )
 
+    def cache_entries(self) -> int:
+        """How many values derived from the weights the model keeps (every ``WeightCache``):
+        a constant once the first image and video frame have run, whatever the callers do."""
+        return sum(len(c) for m in self.modules() for c in vars(m).values() if isinstance(c, WeightCache))
+
     def materialize_constants(self) -> None:
         """Recreate the non-persistent constant buffers (after building on the meta device)."""
         device = self.no_mem_embed.device
@@ -195,10 +218,13 @@ class SAM2Model(nn.Module):
 
     @_precision
     def condition_on_memory(self, feats: ImageFeatures, memories: list[MemoryFrame],
-                            obj_ptrs: list[tuple[int, torch.Tensor]], max_obj_ptrs: int) -> torch.Tensor:
+                            obj_ptrs: list[tuple[int, torch.Tensor]], max_obj_ptrs: int,
+                            cache: dict | None = None) -> torch.Tensor:
         """Fuse the frame's stride-16 features [B, 256, h, w] with memories of past frames
         and object pointers ``(temporal offset, [B, 256])``; ``max_obj_ptrs`` normalises the
-        offsets. With neither (the first prompted frame) the no-memory embedding is added."""
+        offsets. With neither (the first prompted frame) the no-memory embedding is added.
+        ``cache``: the caller's dict (a video session's) where memory attention keeps the
+        position-and-slot terms of the memories' keys between frames; None keeps nothing."""
         x = feats.vision_features
         b, c, h, w = x.shape
         if not memories and not obj_ptrs:
@@ -225,7 +251,7 @@ class SAM2Model(nn.Module):
         out = self.memory_attention(
             curr=x.flatten(2).transpose(1, 2),  # [B, hw, 256]
             curr_pos=feats.vision_pos.flatten(2).transpose(1, 2),
-            bank=MemoryBank(frames, pointers),
+            bank=MemoryBank(frames, pointers, cache),
         )
         return out.transpose(1, 2).reshape(b, c, h, w)
 

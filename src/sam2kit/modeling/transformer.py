@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import MLP, weights_key
+from .common import MLP, WeightCache, weights_key
 from .position_encoding import axial_rope_angles
 
 
@@ -49,26 +49,17 @@ class RoPEAttention(Attention):
 
     Inside, the query and key channels of each head are reordered, evens then odds, so that a
     rotation acts on two contiguous halves; queries and keys are reordered alike, so every
-    attention score is the same. Everything derived from the weights alone (the reordered
-    projections, RoPE tables, the keys' position and slot terms) is computed once and cached,
-    keyed by the weights (``weights_key``) so that loading or moving weights recomputes it.
+    attention score is the same. What derives from the weights alone (the reordered
+    projections, RoPE tables) is computed once and shared (``WeightCache``, keyed by the
+    weights, so that loading or moving weights recomputes it). What derives from a caller's
+    memories (their keys, their position-and-slot terms) is kept in dicts the caller owns and
+    passes in, and dies with it.
     """
 
     def __init__(self, *args, rope_theta: float = 10000.0, **kwargs):
         super().__init__(*args, **kwargs)
         self.rope_theta = rope_theta
-        self._consts: dict[tuple, object] = {}
-
-    def _cached(self, name: tuple, tensors: tuple[torch.Tensor, ...], make):
-        """``make()``, cached under ``name`` and the identity of ``tensors`` (held with it)."""
-        if torch.is_grad_enabled():  # training: no cache, keep the graph
-            return make()
-        key = (name, weights_key(*tensors))
-        if key not in self._consts:
-            if len(self._consts) > 64:  # entries of old weights or sizes
-                self._consts.clear()
-            self._consts[key] = (tensors, make())
-        return self._consts[key][1]
+        self._consts = WeightCache(max_entries=8)
 
     def _qk_weights(self) -> tuple[torch.Tensor, ...]:
         """q/k projections with each head's channels in half layout (evens, then odds)."""
@@ -79,12 +70,7 @@ class RoPEAttention(Attention):
             half = torch.cat([torch.arange(0, d, 2), torch.arange(1, d, 2)])
             perm = (torch.arange(self.num_heads)[:, None] * d + half).flatten().to(weights[0].device)
             return tuple(t[perm] for t in weights)
-        if torch.is_grad_enabled():
-            return make()
-        key = weights_key(*weights)
-        if self._consts.get("weights") != key:  # new weights: everything derived is stale
-            self._consts = {"weights": key}
-        return self._cached(("qk",), weights, make)
+        return self._consts.get(("qk",), weights, make)
 
     def rope_tables(self, n: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """cos and sin [n, d/2] of the rotation angles of an n-token square grid."""
@@ -94,7 +80,7 @@ class RoPEAttention(Attention):
                 raise ValueError(f"RoPE attention needs a square token grid, got {n} tokens")
             ang = axial_rope_angles(self.internal_dim // self.num_heads, side, side, self.rope_theta)
             return ang.cos().to(device), ang.sin().to(device)
-        return self._cached(("rope", n, str(device)), (), make)
+        return self._consts.get(("rope", n, str(device)), (), make)
 
     def _rotate(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         """Rotate [B, nH, N, d] (half layout) by the angles of its N positions."""
@@ -119,30 +105,23 @@ class RoPEAttention(Attention):
     # ---- memory cross-attention: keys prepared per memory, values projected after ----------
 
     def memory_keys(self, features: torch.Tensor, pos: torch.Tensor, tpos: torch.Tensor,
-                    cache: dict | None = None) -> torch.Tensor:
+                    cache: dict | None = None, slot_cache: dict | None = None) -> torch.Tensor:
         """Rotated keys [B, N, C] (half layout) of one memory frame: features [B, N, kv_dim],
         its position encoding pos [1 or B, N, kv_dim], the slot's temporal encoding tpos
         [kv_dim]. The key is linear in their sum, so it splits into the features' part, kept
         in ``cache`` (a dict that belongs to this memory frame and is emptied when its
         features change), so that a memory is projected once however many frames read it;
-        and the position-and-slot part, cached here per slot."""
+        and the position-and-slot part, kept in ``slot_cache`` (a dict of the caller's: one
+        video's memories share one position encoding). Without the dicts nothing is kept."""
         _, _, wk, bk = self._qk_weights()
         cos, sin = self.rope_tables(features.shape[1], features.device)
 
         def rotate(x):
             return self._merge(self._rotate(self._heads(x), cos, sin))
 
-        def features_part():
-            return rotate(F.linear(features, wk))
-
-        if cache is not None and not torch.is_grad_enabled():
-            key = (id(self), weights_key(wk))
-            if key not in cache:
-                cache[key] = (wk, features_part())
-            part = cache[key][1]
-        else:
-            part = features_part()
-        slot = self._cached(("slot",), (wk, bk, pos, tpos), lambda: rotate(F.linear(pos + tpos, wk, bk)))
+        part = _kept(cache, (id(self), "features"), (wk,), lambda: rotate(F.linear(features, wk)))
+        slot = _kept(slot_cache, (id(self), "slot"), (wk, bk, pos, tpos),
+                     lambda: rotate(F.linear(pos + tpos, wk, bk)))
         return part + slot
 
     def pointer_keys(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
@@ -167,6 +146,18 @@ class RoPEAttention(Attention):
                 return self.out_proj(self.v_proj(out.squeeze(1)))
         out = F.scaled_dot_product_attention(q, k, self._heads(self.v_proj(values)))
         return self.out_proj(self._merge(out))
+
+
+def _kept(cache: dict | None, name: tuple, tensors: tuple[torch.Tensor, ...], make):
+    """``make()``, kept in the caller's ``cache`` under ``name`` and the identity of
+    ``tensors`` (held with it); computed every time without a cache or with gradients on."""
+    if cache is None or torch.is_grad_enabled():
+        return make()
+    key = (name, weights_key(*tensors))
+    hit = cache.get(key)
+    if hit is None:
+        hit = cache[key] = (tensors, make())
+    return hit[1]
 
 
 def chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk: int = 128) -> torch.Tensor:

@@ -1,5 +1,6 @@
-"""Pictures, files and the overlay video the commands write: mask statistics, colours, the
-DAVIS palette, overlays with their prompts drawn, the grid composite, and an H.264 mp4 writer."""
+"""Pictures, files and the overlay video that the command line and the server write: mask
+statistics, colours, the DAVIS palette, overlays with their prompts drawn, the grid composite,
+and an H.264 mp4 writer."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from sam2kit.datasets import davis_palette
+from .datasets import davis_palette
 
 OVERLAY_ALPHA = 0.45
 # tab10, then evenly spread hues

@@ -1,0 +1,148 @@
+"""The FastAPI application: routers, the token check, errors as ``{"error": ...}`` with the
+right status (never a 500 for bad input), session expiry in the background, clean shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .. import __version__
+from .executor import Busy as QueueFull
+from .media import BadInput, BodyLimit, list_media
+from .schemas import Health
+from .settings import ServeSettings
+from .store import Busy as NoSession
+from .store import Gone
+from .web import page
+
+log = logging.getLogger("sam2kit.serve")
+
+DESCRIPTION = """\
+SAM 2 over HTTP: pictures (clicks, boxes, previous masks; every mask) and videos (prompts on any
+frame, tracking streamed as NDJSON, exports). Coordinates are pixels of the original picture or
+frame (x right, y down); masks are COCO compressed RLE (`{"size": [H, W], "counts": "..."}`,
+column-major). Errors are `{"error": "..."}`. Limits in force: `GET /api/health`.
+
+Settings (defaults; `sam2kit serve --help`):
+""" + "\n".join(f"- `{name}` ({default!r}): {help}" for name, default, help in ServeSettings.described())
+
+
+def create_app(service) -> FastAPI:
+    settings: ServeSettings = service.settings
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI):
+        reaper = asyncio.create_task(_expire(service))
+        try:
+            yield
+        finally:
+            reaper.cancel()
+            await asyncio.to_thread(service.shutdown)
+
+    app = FastAPI(title="sam2kit", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app.state.service = service
+    from .images_api import router as images
+    from .videos_api import router as videos
+
+    app.include_router(images)
+    app.include_router(videos)
+    _errors(app)
+
+    @app.middleware("http")
+    async def token(request: Request, call_next):
+        if settings.token and request.url.path.startswith("/api"):
+            given = request.headers.get("authorization", "")
+            if not secrets.compare_digest(given.encode(), f"Bearer {settings.token}".encode()):
+                return _error(401, "this server needs a token: send `Authorization: Bearer TOKEN` "
+                                   "(the --token it was started with)", {"WWW-Authenticate": "Bearer"})
+        return await call_next(request)
+
+    @app.get("/api/health", response_model=Health, tags=["server"], summary="Model, device and limits")
+    async def health():
+        m = service.model
+        return {"status": "ok", "model": service.model_name, "device": str(m.device),
+                "image_size": m.image_size, "precision": m.precision, "sessions": len(service.videos),
+                "images": len(service.images), "queue": service.executor.outstanding,
+                "limits": settings.public()}
+
+    @app.get("/api/media", tags=["server"], summary="Videos, frame folders and pictures under the media root")
+    async def media():
+        if settings.media_root is None:
+            return {"media_root": False, "entries": []}
+        return {"media_root": True, "entries": await asyncio.to_thread(list_media, settings.media_root)}
+
+    static = page()
+    if static is not None:
+        app.mount("/", static, name="page")
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + 64 * 1024,  # (multipart framing)
+                       shown=settings.max_upload_bytes)
+    return app
+
+
+async def _expire(service) -> None:
+    period = max(0.5, min(10.0, service.settings.session_ttl / 4))
+    while True:
+        await asyncio.sleep(period)
+        try:
+            await service.expire_idle()
+        except Exception:  # noqa: BLE001 - keep expiring whatever one session did
+            log.exception("closing idle sessions failed")
+
+
+def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
+
+
+def _errors(app: FastAPI) -> None:
+    @app.exception_handler(BadInput)
+    async def bad_input(request, e: BadInput):
+        return _error(e.status, str(e))
+
+    @app.exception_handler(Gone)
+    async def gone(request, e: Gone):
+        return _error(404, str(e))
+
+    @app.exception_handler(QueueFull)
+    async def queue_full(request, e: QueueFull):
+        return _error(503, f"the server is busy: every model worker is taken and the queue is full; retry "
+                           f"in {e.retry_after} s", {"Retry-After": str(e.retry_after)})
+
+    @app.exception_handler(NoSession)
+    async def no_session(request, e: NoSession):
+        return _error(503, str(e), {"Retry-After": "10"})
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request, e: RequestValidationError):
+        errors = e.errors()
+        if any(err.get("type") == "json_invalid" for err in errors):
+            return _error(400, "the body is not valid JSON; send a JSON object (Content-Type: application/json)")
+        parts = []
+        for err in errors[:3]:
+            where = ".".join(str(x) for x in err.get("loc", ()) if x != "body")
+            parts.append(f"{where + ': ' if where else ''}{err.get('msg', 'invalid')}")
+        return _error(422, "; ".join(parts) + " (see /docs for the request's schema)")
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request, e: StarletteHTTPException):
+        if e.status_code == 404:
+            return _error(404, f"no such endpoint: {request.method} {request.url.path} (see /docs)")
+        if e.status_code == 405:
+            return _error(405, f"{request.method} is not allowed on {request.url.path} (see /docs)")
+        return _error(e.status_code, str(e.detail))
+
+    @app.exception_handler(ValueError)
+    async def value_error(request, e: ValueError):  # the library's checks on prompts and inputs
+        return _error(422, " ".join(str(e).split()))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request, e: Exception):
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return _error(500, f"unexpected {type(e).__name__} on the server (a bug: please report it with "
+                           "the request that caused it)")

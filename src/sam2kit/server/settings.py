@@ -1,0 +1,98 @@
+"""Every limit, timeout and size of ``sam2kit serve`` in one place, with its default and its
+meaning: the command line's options and ``--help`` are made from this table, and the OpenAPI
+schema (``/docs``) and ``GET /api/health`` show the values in force."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+
+def _setting(default, help: str, flag: str | None = None, **kw):
+    return field(default=default, metadata={"help": help, "flag": flag, **kw})
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """What the server is allowed to do; defaults suit one machine with a few users."""
+
+    host: str = _setting("127.0.0.1", "address to bind; anything but loopback needs --token (or --insecure)")
+    port: int = _setting(8000, "port to listen on (0: a free one)")
+    media_root: Path | None = _setting(
+        None, "folder whose videos, frame folders and pictures clients may open by relative path "
+              "(never outside it); none: uploads only")
+    token: str | None = _setting(None, "require `Authorization: Bearer TOKEN` on every /api call",
+                                 secret=True)
+    insecure: bool = _setting(False, "allow a non-loopback --host without --token")
+    max_upload_mb: float = _setting(512.0, "largest upload accepted, in MB (larger: 413, read no further)")
+    max_pixels: int = _setting(40_000_000, "largest picture or video frame, in pixels (width x height)")
+    max_sessions: int = _setting(8, "video sessions open at once; the least recently used is closed "
+                                    "to make room")
+    session_ttl: float = _setting(1800.0, "seconds a video session may stay idle before it is closed")
+    max_images: int = _setting(16, "pictures whose embedding is kept (least recently used dropped)")
+    spill_limit_gb: float = _setting(
+        20.0, "disk all video sessions together may use for results kept out of memory, in GB "
+              "(about 0.75 MB per frame and object at 1024 px)")
+    workers: int = _setting(2, "threads for model jobs: one for what a person waits for (clicks, opening a "
+                                  "picture), the rest, at low CPU priority, for tracking, everything-masks "
+                                  "and exports")
+    queue: int = _setting(16, "model jobs that may wait; beyond it requests get 503 with Retry-After")
+    work_dir: Path | None = _setting(None, "where uploads and exports live while used (default: a "
+                                           "fresh folder in the temporary folder, removed at exit)")
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1e6)
+
+    @property
+    def spill_limit_bytes(self) -> int:
+        return int(self.spill_limit_gb * 1e9)
+
+    def check(self) -> None:
+        """ValueError for a value no server can run with."""
+        for name in ("max_upload_mb", "max_pixels", "max_sessions", "session_ttl", "max_images",
+                     "spill_limit_gb", "workers"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.queue < 0:
+            raise ValueError(f"queue must be 0 or more, got {self.queue}")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be 0-65535, got {self.port}")
+        if self.media_root is not None and not Path(self.media_root).is_dir():
+            raise ValueError(f"media root {str(self.media_root)!r} is not a folder; give an existing "
+                             "folder with --media-root")
+        if not is_loopback(self.host) and not self.token and not self.insecure:
+            raise ValueError(f"binding {self.host} exposes the model to the network without a token; "
+                             "give --token TOKEN (clients then send `Authorization: Bearer TOKEN`), "
+                             "or --insecure if that is really meant")
+
+    def public(self) -> dict:
+        """The settings as shown to clients (the token never)."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.metadata.get("secret"):
+                value = value is not None
+            elif isinstance(value, Path):
+                value = str(value)
+            out[f.name] = value
+        return out
+
+    @staticmethod
+    def described() -> list[tuple[str, object, str]]:
+        """(name, default, help) of every setting, in order."""
+        return [(f.name, f.default, f.metadata["help"]) for f in fields(ServeSettings)]
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+__all__ = ["ServeSettings", "is_loopback"]
