@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
+from .datasets import davis_palette
+
 OVERLAY_ALPHA = 0.45
 # tab10, then evenly spread hues
 _TAB10 = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
@@ -26,21 +28,6 @@ def colour(k: int) -> tuple[int, int, int]:
         return _TAB10[k]
     hue = (k * 0.618033988749895) % 1.0
     return tuple(int(round(255 * v)) for v in colorsys.hsv_to_rgb(hue, 0.75, 0.95))
-
-
-def davis_palette() -> list[int]:
-    """The 256-colour palette of DAVIS / PASCAL VOC annotations (index 0 black), flattened."""
-    pal = []
-    for i in range(256):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        pal += [r, g, b]
-    return pal
 
 
 def mask_stats(mask: np.ndarray) -> dict:

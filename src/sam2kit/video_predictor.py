@@ -33,10 +33,15 @@ class SAM2VideoPredictor(FromPretrained):
                  clear_non_cond_mem_around_input: bool = False,
                  add_all_frames_to_correct_as_cond: bool = False,
                  binarize_mask_from_pts_for_mem_enc: bool = True, max_cond_frames_in_attn: int = -1,
-                 memory_temporal_stride_for_eval: int = 1, feature_cache_size: int = 2):
+                 memory_temporal_stride_for_eval: int = 1, feature_cache_size: int = 2,
+                 dynamic_multimask_via_stability: bool = True):
         """sam_model: a SAM2Model. The defaults are those of the reference's
         ``build_sam2_video_predictor``: holes up to ``fill_hole_area`` low-res pixels are
-        filled, masks from clicks are binarised for the memory."""
+        filled, masks from clicks are binarised for the memory, and a prompt asking for one
+        mask falls back to the best of three when that one is unstable. Its
+        ``apply_postprocessing=False`` (how Meta's tools/vos_inference.py evaluates) is
+        ``fill_hole_area=0, binarize_mask_from_pts_for_mem_enc=False,
+        dynamic_multimask_via_stability=False``."""
         self.model = sam_model
         self.fill_hole_area = fill_hole_area
         self.non_overlap_masks = non_overlap_masks
@@ -46,6 +51,7 @@ class SAM2VideoPredictor(FromPretrained):
         self.max_cond_frames_in_attn = max_cond_frames_in_attn
         self.memory_temporal_stride_for_eval = memory_temporal_stride_for_eval
         self.feature_cache_size = feature_cache_size
+        self.dynamic_multimask_via_stability = dynamic_multimask_via_stability
 
     @property
     def image_size(self) -> int:
@@ -191,7 +197,8 @@ class SAM2VideoPredictor(FromPretrained):
             n_pts = 0 if points is None else points[1].shape[1]
             cfg = m.config
             multimask = cfg.multimask_min_pt_num <= n_pts <= cfg.multimask_max_pt_num
-            head = m.sam_heads(pix, feats.high_res, points, prev_logits, multimask)
+            head = m.sam_heads(pix, feats.high_res, points, prev_logits, multimask,
+                               self.dynamic_multimask_via_stability)
         mem = None
         if run_mem_encoder:
             mem = self._encode_memory(s, feats, head.high_res_masks, head.object_score_logits,

@@ -1,5 +1,5 @@
 """The ``sam2kit`` command line (``sam2kit --help``): a thin layer over the public API, one
-module per command (image, video, batch, models, demo)."""
+module per command (image, video, batch, models, demo, serve, vos, evaluate)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 
 from sam2kit import __version__, tune_cpu_allocator
 
-from . import batch, demo, image, models, serve, video
+from . import batch, demo, evaluate, image, models, serve, video, vos
 from .common import CLIError, Console, one_line
 from ..outputs import to_json
 
@@ -23,6 +23,8 @@ Segment Anything Model 2 (SAM 2 and SAM 2.1) on photos and videos.
   sam2kit models [download NAME]   the known models and where each is cached; fetch one
   sam2kit demo -o DIR              both workflows on the bundled photo and clip
   sam2kit serve                    the HTTP API and the page (pip install 'sam2kit[serve]')
+  sam2kit vos DATASET -o PRED      semi-supervised VOS over a benchmark (DAVIS, SA-V, YouTube-VOS)
+  sam2kit evaluate --gt GT --pred PRED   J&F of the predictions, as the official evaluators
 
 `sam2kit COMMAND --help` tells more. Messages and progress bars go to stderr, results to
 stdout (--json: the results document). Exit status: 0 success; 2 bad input (one line on
@@ -43,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"sam2kit {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for module in (image, video, batch, models, demo, serve):
+    for module in (image, video, batch, models, demo, serve, vos, evaluate):
         module.add_parser(sub)
     return p
 

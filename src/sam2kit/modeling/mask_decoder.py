@@ -73,13 +73,16 @@ class MaskDecoder(nn.Module):
     def forward(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
                 sparse_prompt_embeddings: torch.Tensor, dense_prompt_embeddings: torch.Tensor,
                 multimask_output: bool, repeat_image: bool,
-                high_res_features: list[torch.Tensor]) -> DecoderOutput:
+                high_res_features: list[torch.Tensor], dynamic_multimask: bool = True) -> DecoderOutput:
         """image_embeddings: [B or 1, C, h, w]; image_pe: [1, C, h, w]; sparse: [B, N, C];
         dense: [B, C, h, w]; high_res_features: [B or 1, C/8, 4h, 4w] and [B or 1, C/4, 2h, 2w].
         With ``repeat_image`` one image serves every prompt in the batch.
 
         multimask_output=True returns the three multimask outputs; otherwise one mask: the
-        single-mask output when it is stable, else the best multimask output.
+        single-mask output when it is stable, else the best multimask output (the reference's
+        dynamic_multimask_via_stability, on in its predictors); with ``dynamic_multimask``
+        False, always the single-mask output (the reference built with
+        apply_postprocessing=False, as its VOS evaluation does).
         """
         b = sparse_prompt_embeddings.shape[0]
         if image_embeddings.device.type == "cpu" and b > CPU_CHUNK:
@@ -97,7 +100,10 @@ class MaskDecoder(nn.Module):
                                                     dense_prompt_embeddings, repeat_image, high_res_features)
         if multimask_output:
             return DecoderOutput(masks[:, 1:], iou[:, 1:], tokens[:, 1:], obj)
-        masks, iou = self._dynamic_multimask(masks, iou)
+        if dynamic_multimask:
+            masks, iou = self._dynamic_multimask(masks, iou)
+        else:
+            masks, iou = masks[:, 0:1], iou[:, 0:1]
         return DecoderOutput(masks, iou, tokens[:, 0:1], obj)
 
     def _predict(self, image_embeddings, image_pe, sparse, dense, repeat_image, high_res_features):

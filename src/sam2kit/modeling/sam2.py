@@ -183,13 +183,13 @@ class SAM2Model(nn.Module):
     @_precision
     def decode_masks(self, image_embed: torch.Tensor, high_res: tuple[torch.Tensor, torch.Tensor],
                      points: tuple[torch.Tensor, torch.Tensor] | None, mask_input: torch.Tensor | None,
-                     multimask_output: bool) -> DecoderOutput:
+                     multimask_output: bool, dynamic_multimask: bool = True) -> DecoderOutput:
         """Prompt the decoder.
 
         image_embed: [1 or B, 256, h, w]; points: ([B, N, 2] (x, y) in model-input pixels,
         [B, N] labels: 1 foreground, 0 background, 2/3 box corners, -1 padding);
         mask_input: [B, 1, 4h, 4w] logits. Returns low-res logits [B, M, 4h, 4w], IoU [B, M],
-        output tokens and object-score logits [B, 1].
+        output tokens and object-score logits [B, 1]. ``dynamic_multimask``: see MaskDecoder.
         """
         sparse, dense = self.sam_prompt_encoder(points, mask_input)
         return self.sam_mask_decoder(
@@ -200,6 +200,7 @@ class SAM2Model(nn.Module):
             multimask_output=multimask_output,
             repeat_image=True,
             high_res_features=list(high_res),
+            dynamic_multimask=dynamic_multimask,
         )
 
     def cache_entries(self) -> int:
@@ -257,7 +258,7 @@ class SAM2Model(nn.Module):
     @_precision
     def sam_heads(self, pix_feat: torch.Tensor, high_res: tuple[torch.Tensor, torch.Tensor],
                   points: tuple[torch.Tensor, torch.Tensor] | None, mask_inputs: torch.Tensor | None,
-                  multimask_output: bool) -> HeadOutput:
+                  multimask_output: bool, dynamic_multimask: bool = True) -> HeadOutput:
         """Decode one mask per object from (memory-conditioned) features [B, 256, h, w].
 
         points: ([B, N, 2], [B, N]) in model-input pixels or None; mask_inputs: [B, 1, *, *]
@@ -271,7 +272,7 @@ class SAM2Model(nn.Module):
         if mask_inputs is not None and tuple(mask_inputs.shape[-2:]) != self.sam_prompt_encoder.mask_input_size:
             mask_inputs = F.interpolate(mask_inputs.float(), size=self.sam_prompt_encoder.mask_input_size,
                                         mode="bilinear", align_corners=False, antialias=True)
-        out = self.decode_masks(pix_feat, high_res, points, mask_inputs, multimask_output)
+        out = self.decode_masks(pix_feat, high_res, points, mask_inputs, multimask_output, dynamic_multimask)
         appearing = out.object_score_logits > 0  # [B, 1]
         low_res = torch.where(appearing[:, None, None], out.masks, NO_OBJ_SCORE).float()
         token = out.sam_tokens[:, 0]
