@@ -1,5 +1,5 @@
-"""`sam2kit vos` against Meta's tools/vos_inference.py itself (vendored unchanged in
-tests/parity/, run by the reference implementation sam2==1.1.0), the same random weights and
+"""`sam2kit vos` against the reference predictor (sam2==1.1.0) driven the way Meta's
+tools/vos_inference.py drives it (tests/parity/ref_vos.py, written from it), the same random weights and
 fixture datasets in both: DAVIS layout with objects first annotated on later frames (the
 script's --track_object_appearing_later_in_video) and SA-V layout (--per_obj_png_file).
 Required, as for the other video parity tests: per frame and object at least 99.5% of the
@@ -53,7 +53,7 @@ def test_vos_matches_the_official_script(reference_python, reference_checkpoint,
             results += agreement(ours, ref, (1,))
     worst = min(a for a, _ in results)
     present = sum(p for _, p in results)
-    print(f"\nPARITY vos: {len(results)} frame-object masks against tools/vos_inference.py, min agreement "
+    print(f"\nPARITY vos: {len(results)} frame-object masks against the reference as tools/vos_inference.py runs it, min agreement "
           f"{worst:.6f}, non-empty {present}/{len(results)}")
     assert len(results) == 6 * 3 + 4 * 7 and worst >= 0.995
     assert present > len(results) // 2
