@@ -140,16 +140,16 @@ def test_a_full_queue_answers_503_with_retry_after(setup):
     def automatic():
         with httpx.Client(base_url=setup["srv"].url, timeout=300, headers=api.headers) as own:
             slow["r"] = own.post(f"/api/images/{image_id}/automatic",
-                                 json={"points_per_side": 24, "pred_iou_thresh": 0, "stability_score_thresh": 0})
+                                 json={"points_per_side": 16, "pred_iou_thresh": 0, "stability_score_thresh": 0})
     t = threading.Thread(target=automatic)
     t.start()
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120
     while api.get("/api/health").json()["queue"] == 0:
         assert time.monotonic() < deadline
         time.sleep(0.01)
     r = api.post(f"/api/images/{image_id}/predict", json={"box": [1, 1, 30, 30]})
     assert r.status_code == 503 and int(r.headers["retry-after"]) >= 1 and "busy" in r.json()["error"]
     assert api.get("/api/health").status_code == 200  # no model work: still answered
-    t.join(120)
+    t.join(600)
     assert slow["r"].status_code == 200
     assert api.post(f"/api/images/{image_id}/predict", json={"box": [1, 1, 30, 30]}).status_code == 200

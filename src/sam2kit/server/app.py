@@ -68,8 +68,8 @@ def create_app(service) -> FastAPI:
     async def health():
         m = service.model
         return {"status": "ok", "model": service.model_name, "device": str(m.device),
-                "image_size": m.image_size, "precision": m.precision, "sessions": len(service.videos),
-                "images": len(service.images), "queue": service.executor.outstanding,
+                "image_size": m.image_size, "precision": m.precision, "sessions": len(service.videos.store),
+                "images": len(service.pictures.store), "queue": service.executor.outstanding,
                 "limits": settings.public()}
 
     @app.get("/api/media", tags=["server"], summary="Videos, frame folders and pictures under the media root")
@@ -91,7 +91,7 @@ async def _expire(service) -> None:
     while True:
         await asyncio.sleep(period)
         try:
-            await service.expire_idle()
+            await service.videos.expire_idle()
         except Exception:  # noqa: BLE001 - keep expiring whatever one session did
             log.exception("closing idle sessions failed")
 

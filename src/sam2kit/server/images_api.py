@@ -53,7 +53,7 @@ def _first_error(e) -> str:
 async def open_image(request: Request, response: Response):
     service = request.app.state.service
     path, digest, owned = await received_file(request, service, "picture")
-    entry, cached = await service.open_image(path, digest, owned)
+    entry, cached = await service.pictures.open(path, digest, owned)
     response.headers["Location"] = f"/api/images/{entry.image_id}"
     return ImageInfo(image_id=entry.image_id, width=entry.width, height=entry.height, cached=cached)
 
@@ -61,22 +61,22 @@ async def open_image(request: Request, response: Response):
 @router.post("/{image_id}/predict", response_model=PredictResponse,
              summary="Masks of a prompt: clicks, a box and/or a previous mask")
 async def predict(image_id: str, req: PredictRequest, request: Request):
-    return await request.app.state.service.predict(image_id, req)
+    return await request.app.state.service.pictures.predict(image_id, req)
 
 
 @router.post("/{image_id}/automatic", summary="Every mask in the picture (COCO-style annotations)")
 async def automatic(image_id: str, req: AutomaticRequest, request: Request):
-    return await request.app.state.service.automatic(image_id, req)
+    return await request.app.state.service.pictures.automatic(image_id, req)
 
 
 @router.get("/{image_id}/picture", response_class=Response, responses={200: {"content": {"image/jpeg": {}}}},
             summary="The picture as the model sees it (EXIF orientation applied), as JPEG")
 async def picture(image_id: str, request: Request, quality: int = Query(92, ge=30, le=100)):
-    data = await request.app.state.service.picture_jpeg(image_id, quality)
+    data = await request.app.state.service.pictures.jpeg(image_id, quality)
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
 
 @router.delete("/{image_id}", status_code=204, summary="Forget a picture and its embedding")
 async def delete_image(image_id: str, request: Request):
-    request.app.state.service.images.remove(image_id)
+    request.app.state.service.pictures.store.remove(image_id)
     return Response(status_code=204)

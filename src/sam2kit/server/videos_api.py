@@ -27,14 +27,14 @@ def _info(entry) -> dict:
 async def open_video(request: Request, response: Response):
     service = request.app.state.service
     path, _, owned = await received_file(request, service, "video")
-    entry = await service.open_video(path, owned)
+    entry = await service.videos.open(path, owned)
     response.headers["Location"] = f"/api/videos/{entry.session_id}"
     return _info(entry)
 
 
 @router.get("/{session_id}", response_model=VideoState, summary="A video session's state")
 async def video_state(session_id: str, request: Request):
-    entry = request.app.state.service.videos.get(session_id)
+    entry = request.app.state.service.videos.store.get(session_id)
     return {**_info(entry), "objects": [int(o) for o in entry.state.obj_ids],
             "tracked_frames": len(entry.state.tracked_frames), "propagating": entry.propagating}
 
@@ -42,20 +42,20 @@ async def video_state(session_id: str, request: Request):
 @router.get("/{session_id}/frames/{frame}", response_class=Response,
             responses={200: {"content": {"image/jpeg": {}}}}, summary="A frame as JPEG")
 async def frame(session_id: str, frame: int, request: Request, quality: int = Query(90, ge=30, le=100)):
-    data = await request.app.state.service.frame_jpeg(session_id, frame, quality)
+    data = await request.app.state.service.videos.frame_jpeg(session_id, frame, quality)
     return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
 
 @router.get("/{session_id}/frames/{frame}/masks", response_model=FrameResult,
             summary="Every object's current mask on a frame")
 async def frame_masks(session_id: str, frame: int, request: Request):
-    return await request.app.state.service.frame_masks(session_id, frame)
+    return await request.app.state.service.videos.frame_masks(session_id, frame)
 
 
 @router.post("/{session_id}/prompts", response_model=FrameResult,
              summary="Clicks, a box or a mask for one object on one frame; every object's mask there")
 async def prompt(session_id: str, req: PromptRequest, request: Request):
-    return await request.app.state.service.prompt(session_id, req)
+    return await request.app.state.service.videos.prompt(session_id, req)
 
 
 @router.post("/{session_id}/propagate", response_class=StreamingResponse,
@@ -64,7 +64,7 @@ async def prompt(session_id: str, req: PromptRequest, request: Request):
                                              'then {"done": true, "frames": n}; closing the connection cancels'}},
              summary="Track every object through the video, streamed as it goes")
 async def propagate(session_id: str, req: PropagateRequest, request: Request):
-    stream = request.app.state.service.start_propagation(session_id, req)
+    stream = request.app.state.service.videos.start_propagation(session_id, req)
 
     async def lines():
         async for item in stream:
@@ -76,17 +76,17 @@ async def propagate(session_id: str, req: PropagateRequest, request: Request):
 
 @router.delete("/{session_id}/propagation", summary="Cancel the tracking in progress")
 async def cancel(session_id: str, request: Request):
-    return {"cancelled": request.app.state.service.cancel_propagation(session_id)}
+    return {"cancelled": request.app.state.service.videos.cancel_propagation(session_id)}
 
 
 @router.delete("/{session_id}/objects/{obj}", summary="Remove an object, its prompts and results")
 async def remove_object(session_id: str, obj: int, request: Request):
-    return {"objects": await request.app.state.service.remove_object(session_id, obj)}
+    return {"objects": await request.app.state.service.videos.remove_object(session_id, obj)}
 
 
 @router.post("/{session_id}/reset", summary="Remove every object, prompt and result")
 async def reset(session_id: str, request: Request):
-    await request.app.state.service.reset(session_id)
+    await request.app.state.service.videos.reset(session_id)
     return {"objects": []}
 
 
@@ -94,7 +94,7 @@ async def reset(session_id: str, request: Request):
             responses={200: {"content": {"application/zip": {}, "video/mp4": {}}}},
             summary="davis: zip of palette PNGs; masks: zip of per-object PNGs; mp4: the overlay video")
 async def export(session_id: str, request: Request, format: Literal["davis", "masks", "mp4"] = "davis"):
-    path = await request.app.state.service.export(session_id, format)
+    path = await request.app.state.service.videos.export(session_id, format)
     name = f"{session_id}-{format}.{'mp4' if format == 'mp4' else 'zip'}"
     return FileResponse(path, media_type="video/mp4" if format == "mp4" else "application/zip", filename=name,
                         background=BackgroundTask(path.unlink, missing_ok=True))
@@ -102,5 +102,5 @@ async def export(session_id: str, request: Request, format: Literal["davis", "ma
 
 @router.delete("/{session_id}", status_code=204, summary="Close a video session and free what it holds")
 async def close(session_id: str, request: Request):
-    await request.app.state.service.close_video(session_id)
+    await request.app.state.service.videos.close(session_id)
     return Response(status_code=204)
