@@ -176,8 +176,8 @@ class Ledger:
 
     def coco_parts(self):
         """(image, annotations) of done items, in id order, as Python objects."""
-        for image, annotations in self.coco_texts():
-            yield json.loads(image), json.loads(f"[{annotations}]")
+        for image, anns in self.coco_texts():
+            yield json.loads(image), json.loads(f"[{anns}]")
 
     def snapshot(self, dest: str | Path) -> None:
         """A consistent copy of the ledger (SQLite's online backup), e.g. to upload."""
