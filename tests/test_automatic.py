@@ -151,6 +151,19 @@ def test_coco_strings_equal_pycocotools():
         assert amg.coco_encode_rle(rle)["counts"] == theirs["counts"].decode()
         assert amg.mask_to_rle(m)["counts"] == rle["counts"]
         np.testing.assert_array_equal(mask_utils.decode(theirs).astype(bool), m)
+    # long runs and differences of either sign (their sum within pycocotools' uint32 area)
+    counts = rng.integers(0, 2**26, 40).tolist() + [0, 0, 5, 2**26]
+    theirs = mask_utils.frPyObjects({"size": [1, sum(counts)], "counts": counts}, 1, sum(counts))
+    assert amg.counts_to_coco_string(counts) == theirs["counts"].decode()
+    assert amg.coco_string_to_counts(theirs["counts"]) == counts
+
+
+def test_malformed_coco_strings_are_value_errors():
+    # what the server turns into 422 (a truncated string once raised IndexError: a 500)
+    for bad in ["1o", "\x7f0", "é", b"5:d"]:
+        with pytest.raises(ValueError, match="not a COCO RLE string"):
+            amg.coco_string_to_counts(bad)
+    assert amg.coco_string_to_counts("") == []
 
 
 # ---- the generator on a small random model ------------------------------------------------

@@ -162,9 +162,7 @@ def rle_to_mask(rle: dict) -> np.ndarray:
     """An uncompressed or COCO-compressed RLE -> the HxW bool mask."""
     h, w = rle["size"]
     counts = rle["counts"]
-    if isinstance(counts, (str, bytes)):
-        counts = coco_string_to_counts(counts)
-    counts = np.asarray(counts, dtype=np.int64)
+    counts = _coco_counts(counts) if isinstance(counts, (str, bytes)) else np.asarray(counts, dtype=np.int64)
     if counts.sum() != h * w:
         raise ValueError(f"RLE counts add up to {counts.sum()}, not {h}x{w} = {h * w} pixels")
     values = np.zeros(len(counts), dtype=bool)
@@ -180,40 +178,52 @@ def counts_to_coco_string(counts) -> str:
     """Run lengths -> the COCO compressed RLE string (pycocotools' ``rleToString``): from the
     fourth count on, each is stored as the difference to the count two before; each number is
     written 5 bits at a time, least significant first, as characters 48 + value, with 32 added
-    while more follow; the last group's bit 16 carries the sign."""
-    out = []
-    counts = [int(c) & 0xFFFFFFFF for c in counts]  # pycocotools stores counts as uint32
-    for i, c in enumerate(counts):
-        x = c - counts[i - 2] if i > 2 else c
-        more = True
-        while more:
-            ch = x & 0x1F
-            x >>= 5  # arithmetic shift: negative numbers end at -1
-            more = x != -1 if ch & 0x10 else x != 0
-            out.append(chr(48 + (ch | 0x20 if more else ch)))
-    return "".join(out)
+    while more follow; the last group's bit 16 carries the sign. Vectorised over the counts (a
+    noisy mask has hundreds of thousands of runs)."""
+    c = np.asarray(counts, dtype=np.int64).reshape(-1) & 0xFFFFFFFF  # pycocotools stores uint32
+    x = c.copy()
+    x[3:] -= c[1:-2]
+    chars = np.zeros((x.size, 7), dtype=np.uint8)  # 7 groups of 5 bits hold any difference
+    active = np.ones(x.size, dtype=bool)
+    for k in range(7):
+        ch = x & 0x1F
+        x >>= 5  # arithmetic shift: negative numbers end at -1
+        more = np.where(ch & 0x10, x != -1, x != 0)
+        chars[:, k] = np.where(active, 48 + np.where(more, ch | 0x20, ch), 0)
+        active &= more
+    return chars[chars != 0].tobytes().decode("ascii")
 
 
-def coco_string_to_counts(s: str | bytes) -> list[int]:
+def coco_string_to_counts(s) -> list[int]:
     """The inverse of ``counts_to_coco_string`` (pycocotools' ``rleFrString``)."""
-    if isinstance(s, bytes):
-        s = s.decode("ascii")
-    counts: list[int] = []
-    p = 0
-    while p < len(s):
-        x, k, more = 0, 0, True
-        while more:
-            c = ord(s[p]) - 48
-            x |= (c & 0x1F) << (5 * k)
-            more = bool(c & 0x20)
-            p += 1
-            k += 1
-            if not more and c & 0x10:
-                x |= -1 << (5 * k)
-        if len(counts) > 2:
-            x += counts[-2]
-        counts.append(x & 0xFFFFFFFF)
-    return counts
+    return _coco_counts(s).tolist()
+
+
+def _coco_counts(s) -> np.ndarray:
+    """``coco_string_to_counts`` as an int64 array (vectorised over the characters)."""
+    if isinstance(s, str):
+        if not s.isascii():
+            raise ValueError("not a COCO RLE string: characters outside '0'..'o'")
+        s = s.encode("ascii")
+    v = np.frombuffer(s, dtype=np.uint8).astype(np.int64) - 48
+    if v.size == 0:
+        return np.zeros(0, dtype=np.int64)
+    if v.min() < 0 or v.max() > 63:
+        raise ValueError("not a COCO RLE string: characters outside '0'..'o'")
+    end = (v & 0x20) == 0
+    if not end[-1]:
+        raise ValueError("not a COCO RLE string: it ends inside a number")
+    starts = np.flatnonzero(np.concatenate([[True], end[:-1]]))
+    group = np.cumsum(np.concatenate([[0], end[:-1]]))
+    k = np.arange(v.size) - starts[group]
+    x = np.add.reduceat((v & 0x1F) << (5 * k), starts)
+    last = np.flatnonzero(end)
+    negative = (v[last] & 0x10) != 0
+    x[negative] |= -1 << (5 * (k[last][negative] + 1))
+    counts = x.copy()
+    counts[1::2] = np.cumsum(x[1::2])
+    counts[2::2] = np.cumsum(x[2::2])
+    return counts & 0xFFFFFFFF
 
 
 def coco_encode_rle(rle: dict) -> dict:
