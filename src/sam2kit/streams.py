@@ -201,7 +201,9 @@ class AVSource(LiveSource):
             except (av.error.FFmpegError, OSError) as e:
                 if self._closed:
                     return
-                stalled = self.timeout is not None and time.monotonic() - self._last >= 0.9 * self.timeout
+                # ExitError: PyAV's timeout interrupted a read that waited too long
+                stalled = self.timeout is not None and (isinstance(e, av.error.ExitError) or
+                                                        time.monotonic() - self._last >= 0.9 * self.timeout)
                 what = (f"{self.name} stalled: no frame for {self.timeout:g} s" if stalled
                         else f"{self.name} broke: {_why(e)}")
                 if self.reconnects >= self.reconnect:
@@ -376,6 +378,8 @@ def open_stream(source=None, *, camera=None, timeout: float | None = DEFAULT_TIM
         return source
     kind = classify(source)
     opts = dict(options or {})
+    if kind in ("pipe", "network"):
+        opts.setdefault("analyzeduration", "500000")  # µs of stream read before the first frame (FFmpeg: 5 s)
     if kind == "pipe":
         target = "pipe:0" if isinstance(source, (str, Path)) else source
         return AVSource(target, "pipe", "standard input" if target == "pipe:0" else "a file object",
