@@ -65,19 +65,22 @@ def synthetic_frames(n_cycle: int = 90, w: int = 640, h: int = 480) -> list[np.n
 
 
 def predictor(size: int):
+    """The tiny video predictor, loaded as users load it (build_sam2_video_predictor)."""
+    import tempfile
+
     import torch
 
-    from sam2kit import SAM2VideoPredictor, get_config, tune_cpu_allocator
+    from sam2kit import build_sam2_video_predictor, get_config, tune_cpu_allocator
     from sam2kit.build import build_model
 
     torch.set_num_threads(int(os.environ.get("BENCH_THREADS", "2")))
     tune_cpu_allocator()  # as the command line runs it
     torch.manual_seed(0)
-    model = build_model(get_config("sam2-hiera-tiny", size))
-    with torch.no_grad():
-        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(8.0)
-    model.eval()
-    return SAM2VideoPredictor(model)
+    sd = build_model(get_config("sam2-hiera-tiny")).state_dict()
+    sd["sam_mask_decoder.pred_obj_score_head.layers.2.bias"].fill_(8.0)
+    with tempfile.TemporaryDirectory() as d:
+        torch.save({"model": sd}, f"{d}/tiny.pt")
+        return build_sam2_video_predictor("sam2-hiera-tiny", checkpoint=f"{d}/tiny.pt", image_size=size)
 
 
 def prompt_point(frames) -> list[float]:
@@ -100,11 +103,11 @@ def memory(args) -> dict:
             _, masks = s.push(frames[i % len(frames)])
             (masks > 0).any()
             lat.append(time.perf_counter() - t0)
-            if (i + 1) % 100 == 0:
+            if (i + 1) % args.every == 0:
                 rss.append([i + 1, round(rss_mb(), 1)])
                 held.append([i + 1, s.stored_outputs, s.resident_outputs, len(s.frames.kept)])
                 print(f"frame {i + 1}: RSS {rss[-1][1]:.0f} MB, peak {peak_rss_mb():.0f} MB, "
-                      f"{1 / np.mean(lat[-100:]):.2f} frames/s", file=sys.stderr, flush=True)
+                      f"{1 / np.mean(lat[-args.every:]):.2f} frames/s", file=sys.stderr, flush=True)
             if i + 1 == args.checkpoint_at:
                 peak_at[args.checkpoint_at] = round(peak_rss_mb(), 1)
         peak_at[args.frames] = round(peak_rss_mb(), 1)
@@ -112,8 +115,8 @@ def memory(args) -> dict:
     lat_ms = np.asarray(lat) * 1000
     a, b = peak_at[args.checkpoint_at], peak_at[args.frames]
     return {"mode": "memory", "frames": args.frames, "size": args.size, "peak_rss_mb": peak_at,
-            "peak_growth_percent": round(100 * (b - a) / a, 2), "rss_mb_every_100": rss,
-            "held_every_100 [frame, results, results in memory, frames]": held[:: max(1, len(held) // 20)],
+            "peak_growth_percent": round(100 * (b - a) / a, 2), f"rss_mb_every_{args.every}": rss,
+            "held [frame, results, results in memory, frames]": held[:: max(1, len(held) // 20)],
             "push_latency_ms": {"p50": round(float(np.percentile(lat_ms, 50)), 1),
                                 "p95": round(float(np.percentile(lat_ms, 95)), 1)},
             "frames_per_second": round(len(lat) / sum(lat), 3),
@@ -166,6 +169,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=512)
     ap.add_argument("--frames", type=int, default=10000)
     ap.add_argument("--checkpoint-at", type=int, default=1000)
+    ap.add_argument("--every", type=int, default=100, help="sample RSS every N frames")
     ap.add_argument("--seconds", type=float, default=60)
     ap.add_argument("--fps", type=float, default=25)
     ap.add_argument("--json", help="also write the result here")
