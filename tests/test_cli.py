@@ -477,7 +477,7 @@ BAD_MEDIA = [
     ("video", "missing.mp4", ["does not exist", "check the path"]),
     ("video", "cut.mp4", ["cannot decode video", "complete video file"]),
     ("video", "junk.mkv", ["cannot decode video"]),
-    ("video", "notes.txt", ["unsupported file type", "use a video"]),
+    ("video", "notes.txt", ["cannot read", "as a video", "use a video ffmpeg reads"]),
     ("video", "sound.mkv", ["no video stream"]),
     ("video", "empty.mkv", ["has no frames"]),
     ("video", "truncated.png", ["single image, not a video", "sam2kit image"]),

@@ -152,9 +152,13 @@ class Mp4Writer:
     """Frames (HxWx3 uint8 RGB) to an H.264 mp4 that browsers play: yuv420p, ``+faststart``
     (the index first), at ``fps``. H.264 needs even sizes: an odd width or height is padded by
     repeating the last column or row. Without an H.264 encoder in PyAV, MPEG-4 part 2 is
-    written instead (with a note), which desktop players but not all browsers play."""
+    written instead (with a note), which desktop players but not all browsers play.
 
-    def __init__(self, path: Path, fps: float, width: int, height: int, note=None):
+    ``fragmented``: written as it goes (an empty index first, then a fragment at each keyframe,
+    one a second, encoded without delay), so that a file whose writer stopped is playable up
+    to its last fragment: for live streams, whose end is not known."""
+
+    def __init__(self, path: Path, fps: float, width: int, height: int, note=None, fragmented: bool = False):
         import av
 
         self.path = path
@@ -166,13 +170,17 @@ class Mp4Writer:
                 "PyAV build with libx264 for browser playback)")
         self.rate = Fraction(fps).limit_denominator(1001)
         self.size = (width, height)
-        self.container = av.open(str(path), mode="w", format="mp4", options={"movflags": "+faststart"})
+        flags = "+frag_keyframe+empty_moov+default_base_moof" if fragmented else "+faststart"
+        self.container = av.open(str(path), mode="w", format="mp4", options={"movflags": flags})
         try:
             self.stream = self.container.add_stream(self.codec, rate=self.rate)
             self.stream.width, self.stream.height = width + width % 2, height + height % 2
             self.stream.pix_fmt = "yuv420p"
+            if fragmented:
+                self.stream.codec_context.gop_size = max(1, round(fps))
             if self.codec != "mpeg4":
-                self.stream.options = {"crf": "20", "preset": "fast"}
+                self.stream.options = {"crf": "20", "preset": "fast",
+                                       **({"tune": "zerolatency"} if fragmented else {})}
         except BaseException:
             self.container.close()
             raise

@@ -7,7 +7,8 @@ at most ``cache_bytes`` bytes (``src.cached_frames`` tells how many it holds now
 
 Sources:
 
-* a video file (.mp4 .mov .mkv .avi .webm) read with PyAV. Opening demuxes the packets once
+* a video file in any container FFmpeg reads (.mp4 .mov .mkv .avi .webm .ts .flv ...: judged by
+  opening it) read with PyAV. Opening demuxes the packets once
   (no decoding) to list the frames' timestamps: frame ``i`` is the frame with the i-th smallest
   pts, so ``len`` is exact even where the container stores no frame count. Reading forward
   (i, i+1, ...) keeps decoding; any other access seeks to the last keyframe at or before the
@@ -389,11 +390,14 @@ def open_frames(source, cache_bytes: int = 64 * 2**20) -> FrameSource:
     if path.is_dir():
         return ImageFolderSource(path, cache_bytes)
     suffix = path.suffix.lower()
-    if suffix in VIDEO_EXTENSIONS:
-        return VideoFileSource(path, cache_bytes)
     if suffix in IMAGE_EXTENSIONS:
         raise ValueError(f"{path} is a single image, not a video; pass the folder holding the "
                          "frames, or use the image predictor")
-    raise ValueError(f"unsupported file type {suffix or '(no extension)'!r} for {path}: "
-                     f"use a video ({' '.join(VIDEO_EXTENSIONS)}) or a folder of JPEG/PNG "
-                     f"frames (e.g. `ffmpeg -i {path.name} frames/%05d.jpg`)")
+    if suffix in VIDEO_EXTENSIONS:
+        return VideoFileSource(path, cache_bytes)
+    try:  # any other container FFmpeg reads (.ts .m2ts .flv .mpg ...): judged by opening it
+        return VideoFileSource(path, cache_bytes)
+    except ValueError as e:
+        raise ValueError(f"cannot read {path} as a video ({e}); use a video FFmpeg reads (mp4, "
+                         f"mkv, mov, webm, avi, ts, ...) or a folder of JPEG/PNG frames (e.g. "
+                         f"`ffmpeg -i {path.name} frames/%05d.jpg`)") from None

@@ -8,6 +8,7 @@ memory that does not grow with the video's length.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,6 +20,9 @@ from .devices import release_free_memory
 from .modeling.sam2 import NO_OBJ_SCORE, ImageFeatures, MemoryFrame, SAM2Model
 from .postprocess import fill_small_holes
 from .session import FrameOutput, ObjectState, VideoSession
+
+if TYPE_CHECKING:
+    from .stream_session import StreamSession
 from .transforms import frame_to_input
 
 
@@ -90,6 +94,26 @@ class SAM2VideoPredictor(FromPretrained):
             session.close()
             raise
         return session
+
+    def init_stream(self, offload_state_to_cpu: bool = False,
+                    release_memory_every: int | None = None) -> "StreamSession":
+        """A session for a live stream that the caller feeds frame by frame: ``obj_ids, masks =
+        session.push(frame)``, prompts with ``session.add_new_points_or_box(frame_idx, obj_id,
+        ...)`` on frames it still keeps (``sam2kit.stream_session``). Memory stays flat however
+        long the stream; close it (``with``, or ``close()``) when done."""
+        from .stream_session import StreamSession
+
+        storage = torch.device("cpu") if offload_state_to_cpu else self.device
+        return StreamSession(self, storage, release_memory_every)
+
+    def track_stream(self, source, prompts, **options):
+        """Track objects through a live source (a URL, ``"-"``, a camera, a file, a folder being
+        filled, an iterable of frames): yields ``(frame_idx, obj_ids, masks)`` as frames arrive.
+        ``prompts``: dicts with ``frame``, ``obj_id`` and ``points``/``labels``, ``box`` or
+        ``mask``. Options: see ``sam2kit.stream_session.track_stream``."""
+        from .stream_session import track_stream
+
+        return track_stream(self, source, prompts, **options)
 
     @torch.inference_mode()
     def reset_state(self, inference_state: VideoSession) -> None:
@@ -320,22 +344,28 @@ class SAM2VideoPredictor(FromPretrained):
             every = s.release_memory_every
             if every and step and step % every == 0 and s.device.type == "cpu":
                 release_free_memory()  # the holes the last frames' activations left
-            per_obj = []
-            for obj in s.objects:
-                if frame_idx in obj.cond:
-                    low_res = s.load(obj.cond[frame_idx]).pred_masks.to(s.device)
-                    if self.clear_non_cond_mem_around_input:
-                        self._clear_non_cond_mem_around(s, frame_idx)
-                else:
-                    out, low_res = self._run_frame(s, obj, frame_idx, False, None, None, reverse,
-                                                   run_mem_encoder=True)
-                    if frame_idx in obj.non_cond:
-                        s.discard(obj.non_cond[frame_idx])
-                    obj.non_cond[frame_idx] = out
-                obj.frames_tracked[frame_idx] = reverse
-                per_obj.append(low_res)
-            s.trim(frame_idx)
-            yield frame_idx, s.obj_ids, self._video_res(s, torch.cat(per_obj, dim=0))
+            yield frame_idx, s.obj_ids, self._track_frame(s, frame_idx, reverse)
+
+    def _track_frame(self, s: VideoSession, frame_idx: int, reverse: bool) -> torch.Tensor:
+        """One propagation step: every object on ``frame_idx`` (a prompted frame gives its
+        prompt's result), then the session's ``trim``. Returns masks [num_objects, 1, H, W]
+        logits at video resolution. Shared by ``propagate_in_video`` and live streams."""
+        per_obj = []
+        for obj in s.objects:
+            if frame_idx in obj.cond:
+                low_res = s.load(obj.cond[frame_idx]).pred_masks.to(s.device)
+                if self.clear_non_cond_mem_around_input:
+                    self._clear_non_cond_mem_around(s, frame_idx)
+            else:
+                out, low_res = self._run_frame(s, obj, frame_idx, False, None, None, reverse,
+                                               run_mem_encoder=True)
+                if frame_idx in obj.non_cond:
+                    s.discard(obj.non_cond[frame_idx])
+                obj.non_cond[frame_idx] = out
+            obj.frames_tracked[frame_idx] = reverse
+            per_obj.append(low_res)
+        s.trim(frame_idx)
+        return self._video_res(s, torch.cat(per_obj, dim=0))
 
     def _clear_non_cond_mem_around(self, s: VideoSession, frame_idx: int) -> None:
         r = self.memory_temporal_stride_for_eval * self.model.config.num_maskmem

@@ -16,6 +16,7 @@ from sam2kit import SAM2VideoPredictor
 from sam2kit.devices import RELEASE_EVERY
 from sam2kit.video_io import IMAGE_EXTENSIONS, FrameSource, open_frames
 
+from . import live
 from . import prompts as P
 from .common import (CLIError, Console, StagedOutput, add_feedback_options, add_model_options,
                      add_output_options, check_model_options, load_model, one_line, sample)
@@ -39,6 +40,12 @@ tracked (files numbered by frame index):
 Files are written as frames are done, into DIR.partial-XXXX beside DIR, which becomes DIR when
 the run completes (a failed run leaves nothing). Without --point or --box, object 1 is
 prompted with a 3x3 grid of foreground points spanning the central tenth of the start frame.
+
+Live sources (a camera, a network stream, - for standard input, a folder with --follow) are
+tracked as frames arrive, in flat memory, until the stream ends, Ctrl-C or SIGTERM (a clean
+stop: exit 0), --max-frames or --duration. overlay.mp4 is then a fragmented mp4, playable
+however the run stopped; results.json is refreshed every 2 s. A stream that breaks or stalls
+ends the run with the frames done kept and exit status 3.
 """
 
 
@@ -46,9 +53,11 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("video", help="track objects through a video from clicks or boxes",
                        description=DESCRIPTION, epilog=f"Prompts: {P.COORDINATES_HELP}.",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("video", nargs="?", type=Path, metavar="VIDEO",
-                   help="a video file (mp4, mov, mkv, avi, webm) or a folder of numbered JPEG/PNG "
-                        "frames (default: the bundled sample clip)")
+    p.add_argument("video", nargs="?", metavar="VIDEO",
+                   help="a video file in any container FFmpeg reads (mp4, mov, mkv, webm, ts, ...), a "
+                        "folder of numbered JPEG/PNG frames, or a live source: - (standard input), a "
+                        "network URL (rtsp:// rtmp:// http(s):// udp:// tcp:// srt://), a camera "
+                        "(/dev/video0; or --camera N) (default: the bundled sample clip)")
     add_output_options(p)
     g = p.add_argument_group("prompts (repeatable; the same FRAME and OBJ form one prompt)")
     g.add_argument("--point", type=P.video_point, action="append", default=[],
@@ -58,6 +67,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     g.add_argument("--box", type=P.video_box, action="append", default=[],
                    metavar="FRAME:X0,Y0,X1,Y1[@OBJ]", help="a box on frame FRAME for object OBJ")
     add_tracking_options(p)
+    live.add_live_options(p)
     add_model_options(p)
     add_feedback_options(p)
     p.set_defaults(run=command)
@@ -158,7 +168,7 @@ class FrameWriter:
     --reverse it is encoded from the overlays at the end)."""
 
     def __init__(self, out: Path, obj_ids: list, prompts: list[P.Prompt], fps: float, w: int, h: int,
-                 reverse: bool, console: Console):
+                 reverse: bool, console: Console, live: bool = False):
         self.out, self.obj_ids, self.reverse = out, obj_ids, reverse
         self.colours = [colour(k) for k in range(len(obj_ids))]
         self.prompts: dict[int, list] = {}
@@ -166,7 +176,7 @@ class FrameWriter:
             self.prompts.setdefault(p.frame, []).append((p, self.colours[obj_ids.index(p.obj)]))
         for sub in ["frames", "overlays", "masks/palette", *(f"masks/{i}" for i in obj_ids)]:
             (out / sub).mkdir(parents=True)
-        self.mp4 = Mp4Writer(out / "overlay.mp4", fps, w, h, note=console.note)
+        self.mp4 = Mp4Writer(out / "overlay.mp4", fps, w, h, note=console.note, fragmented=live)
         self.done: list[int] = []
 
     def write(self, f: int, frame: np.ndarray, logits: np.ndarray) -> list[np.ndarray]:
@@ -255,7 +265,7 @@ def prepare(args, console: Console):
     except ImportError:
         raise CLIError("PyAV is needed to read videos and write overlay.mp4: pip install av "
                        "(or pip install 'sam2kit[video]')") from None
-    path = (args.video or sample("sample_video.mp4")).expanduser()
+    path = (Path(args.video) if args.video else sample("sample_video.mp4")).expanduser()
     frames = open_video(path)
     try:
         n_all, w, h = len(frames), frames.width, frames.height
@@ -278,13 +288,13 @@ class Recorder:
     """results.json: a frame's entry is added as it is done; the file is saved every
     PARTIAL_RESULTS_EVERY_S seconds while tracking ("complete": false) and at the end."""
 
-    def __init__(self, results: dict, path: Path, obj_ids: list):
-        self.results, self.path, self.obj_ids = results, path, obj_ids
+    def __init__(self, results: dict, path: Path, obj_ids: list, every_s: float = PARTIAL_RESULTS_EVERY_S):
+        self.results, self.path, self.obj_ids, self.every_s = results, path, obj_ids, every_s
         self.saved = time.perf_counter()
 
     def __call__(self, f: int, masks, scores) -> None:
         self.results["frames"].append(frame_entry(f, self.obj_ids, masks, scores))
-        if time.perf_counter() - self.saved > PARTIAL_RESULTS_EVERY_S:
+        if time.perf_counter() - self.saved > self.every_s:
             save_json(self.results, self.path)
             self.saved = time.perf_counter()
 
@@ -362,6 +372,8 @@ def run(args, console: Console, out: Path, model=None, model_info=None) -> dict:
 
 def command(args, console: Console) -> tuple[dict, str]:
     check_model_options(args)  # fail fast, before anything slow
+    if live.is_live(args):
+        return live.command(args, console)
     with StagedOutput(args.output, args.overwrite) as out:
         results = run(args, console, out)
     return results, summary(results, args.output)

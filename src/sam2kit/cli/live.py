@@ -1,0 +1,281 @@
+"""``sam2kit video`` on live sources: a camera, a network stream, standard input, a folder being
+filled (``--follow``). Frames are tracked as they arrive (``SAM2VideoPredictor.init_stream``),
+written as they are done, and the run ends with the stream, a signal or a limit."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+import sam2kit
+from sam2kit import SAM2VideoPredictor
+from sam2kit.devices import RELEASE_EVERY
+from sam2kit.streams import DEFAULT_TIMEOUT_S, FrameFeed, StreamError, classify, open_stream
+
+from . import prompts as P
+from .common import CLIError, Console, StagedOutput, load_model, one_line
+
+LIVE_RESULTS_EVERY_S = 2.0
+BROKEN_EXIT = 3  # the stream broke or stalled; the outputs hold the frames done
+LIVE_ONLY = ("camera", "follow", "realtime", "duration", "timeout", "reconnect", "idle_timeout")
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
+
+
+def _count(text: str) -> int:
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return int(text)
+
+
+def add_live_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("live sources (a camera, a network URL, - for standard input, a folder "
+                             "with --follow)")
+    g.add_argument("--camera", metavar="N",
+                   help="a camera: /dev/videoN on Linux, AVFoundation device N on macOS, a DirectShow "
+                        "device name on Windows")
+    g.add_argument("--follow", action="store_true",
+                   help="VIDEO is a folder still being filled: track new numbered frames as they appear")
+    g.add_argument("--idle-timeout", type=_seconds, metavar="S",
+                   help=f"with --follow: end after S seconds without a new frame (default {DEFAULT_TIMEOUT_S:g})")
+    g.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=None,
+                   help="when tracking falls behind, drop the oldest waiting frames so that latency "
+                        "stays bounded (listed in results.json) (default: on for cameras and network "
+                        "streams, off for pipes and folders, which never drop)")
+    g.add_argument("--duration", type=_seconds, metavar="S", help="stop after S seconds of tracking")
+    g.add_argument("--timeout", type=_seconds, metavar="S",
+                   help=f"a source silent for S seconds has stalled: the run ends (exit 3) (default "
+                        f"{DEFAULT_TIMEOUT_S:g}; also the time to connect)")
+    g.add_argument("--reconnect", type=_count, default=0, metavar="N",
+                   help="reopen a network stream that broke or stalled, up to N times (default 0)")
+
+
+def is_live(args) -> bool:
+    """Whether the video command's source is live; a CLIError for live options on a file."""
+    kind = "camera" if args.camera is not None else (classify(args.video) if args.video else "file")
+    if args.follow and kind != "folder":
+        raise CLIError(f"--follow watches a folder being filled with frames; {args.video or 'the sample'!r} "
+                       "is not a folder")
+    live = kind in ("camera", "network", "pipe") or (kind == "folder" and args.follow)
+    if not live:
+        given = [o for o in LIVE_ONLY if getattr(args, o) not in (None, False, 0)]
+        if given:
+            flag = "--" + given[0].replace("_", "-")
+            raise CLIError(f"{flag} applies to live sources (a camera, a network URL, - for standard input, "
+                           f"a folder with --follow); {args.video or 'the sample clip'!r} is tracked as a video file")
+        return False
+    if args.reverse or args.start_frame is not None:
+        raise CLIError(f"{'--reverse' if args.reverse else '--start-frame'} needs a video file: a live "
+                       "source is tracked forward from its first prompted frame as frames arrive")
+    if args.reconnect and kind != "network":
+        raise CLIError("--reconnect applies to network streams (rtsp://, tcp://, ...)")
+    if args.idle_timeout is not None and kind != "folder":
+        raise CLIError("--idle-timeout applies to a folder with --follow; use --timeout for streams")
+    return True
+
+
+def open_source(args):
+    """The live source, its first frame read; a CLIError naming the problem."""
+    try:
+        return open_stream(None if args.camera is not None else args.video, camera=args.camera,
+                           timeout=args.timeout or DEFAULT_TIMEOUT_S, reconnect=args.reconnect,
+                           idle_timeout=args.idle_timeout or DEFAULT_TIMEOUT_S)
+    except ImportError as e:
+        raise CLIError(one_line(e)) from None
+    except (ValueError, OSError) as e:
+        raise CLIError(one_line(e)) from None
+
+
+def command(args, console: Console) -> tuple[dict, str]:
+    from .video import summary
+
+    with StopSignals() as signals:  # from here on, Ctrl-C and SIGTERM stop cleanly
+        source = open_source(args)
+        try:
+            with StagedOutput(args.output, args.overwrite) as out:
+                results = run(args, console, out, source, signals)
+        finally:
+            source.close()
+    tracking = results["tracking"]
+    if tracking["status"] in ("broken", "stalled"):
+        args.exit_status = BROKEN_EXIT
+        print(f"sam2kit: error: {tracking['message']}; the outputs in {args.output} hold the "
+              f"{results['totals']['frames']} frame(s) tracked before it", file=sys.stderr)
+    return results, summary(results, args.output) + "\n" + status_line(results)
+
+
+def status_line(results: dict) -> str:
+    t = results["tracking"]
+    line = f"stream   {t['status']}: {t['message']}; {t['frames_read']} frames read"
+    if t["realtime"]:
+        line += f", {t['dropped']} dropped (real time)"
+    lat = t.get("latency_s")
+    if lat:
+        line += f"; latency p50 {lat['p50']:.3f} s, p95 {lat['p95']:.3f} s"
+    return line
+
+
+class StopSignals:
+    """SIGINT and SIGTERM set ``stop`` (a clean stop after the frame being tracked); a second
+    SIGINT interrupts at once. Handlers are only installed from the main thread."""
+
+    def __init__(self):
+        self.stop = threading.Event()
+        self.signal_name = None
+        self._old = {}
+
+    def _handle(self, signum, frame):
+        if self.stop.is_set() and signum == signal.SIGINT:
+            raise KeyboardInterrupt("interrupted twice")
+        self.signal_name = signal.Signals(signum).name
+        self.stop.set()
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc):
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def header(model_info: dict, source, fps: float, prompts, obj_ids, args, realtime: bool) -> dict:
+    from ..outputs import BBOX_FORMAT, colour
+
+    path = source.name
+    if source.kind in ("folder", "file"):
+        path = str(Path(path).resolve())
+    return {
+        "sam2kit_version": sam2kit.__version__, "command": "video",
+        **{k: v for k, v in model_info.items() if k != "load_model_s"},
+        "video": {"path": path, "kind": source.kind, "live": True, "width": source.width,
+                  "height": source.height, "num_frames": None, "fps": source.fps, "output_fps": fps},
+        "prompts": [{"frame": p.frame, "object": p.obj, **p.as_json(), "source": p.source} for p in prompts],
+        "objects": [{"id": i, "palette_index": k + 1, "overlay_colour": list(colour(k)),
+                     "masks": f"masks/{i}/"} for k, i in enumerate(obj_ids)],
+        "tracking": {"start_frame": min(p.frame for p in prompts), "reverse": False,
+                     "max_frames": args.max_frames, "duration_s": args.duration, "frames_planned": None,
+                     "realtime": realtime, "status": "running", "message": None, "frames_read": 0,
+                     "dropped": 0, "dropped_frames": [], "reconnects": 0, "complete": False},
+        "masks": "logit > 0", "bbox_format": BBOX_FORMAT,
+        "object_score": "the model's object-presence logit: > 0 means the object is visible",
+        "frames": [],
+    }
+
+
+def ranges(indices: list[int]) -> list[list[int]]:
+    """[1, 2, 3, 7] -> [[1, 3], [7, 7]]: dropped frames, compactly."""
+    out: list[list[int]] = []
+    for i in sorted(indices):
+        if out and i == out[-1][1] + 1:
+            out[-1][1] = i
+        else:
+            out.append([i, i])
+    return out
+
+
+def run(args, console: Console, out: Path, source, signals: "StopSignals") -> dict:
+    """Track the live ``source`` into ``out``; returns the results (status in "tracking")."""
+    from .video import DEFAULT_FPS, FrameWriter, Recorder
+
+    t_start = time.perf_counter()
+    w, h = source.width, source.height
+    prompts = P.video_prompts(args.point, args.box, 2**62, w, h, 0)
+    prompts.sort(key=lambda p: (p.obj, p.frame))  # palette index = rank of the object number
+    obj_ids = sorted({p.obj for p in prompts})
+    fps = args.fps or source.fps or DEFAULT_FPS
+    realtime = args.realtime if args.realtime is not None else source.live
+    model, model_info = load_model(args, console, args.resolution)
+    predictor = SAM2VideoPredictor(model)
+    recorder = Recorder(header(model_info, source, fps, prompts, obj_ids, args, realtime),
+                        out / "results.json", obj_ids, every_s=LIVE_RESULTS_EVERY_S)
+    tracking = recorder.results["tracking"]
+    console.note(f"{source.kind} {source.name}: {w}x{h}{f' at {source.fps:g} fps' if source.fps else ''}; "
+                 f"tracking {len(obj_ids)} object(s) as frames arrive{' (real time)' if realtime else ''}; "
+                 f"writing into {out}; Ctrl-C stops")
+    writer = FrameWriter(out, obj_ids, prompts, fps, w, h, False, console, live=True)
+    feed = FrameFeed(source, realtime, stall_timeout=None if source.kind == "folder"
+                     else (args.timeout or DEFAULT_TIMEOUT_S))
+    session = predictor.init_stream(release_memory_every=RELEASE_EVERY)
+    pending = sorted(prompts, key=lambda p: p.frame)
+    first = pending[0].frame
+    latencies, spent = [], {"model": 0.0, "write": 0.0}
+    status, message = "ended", f"{source.name} ended"
+    first_frame_at = None
+    try:
+        with console.progress(desc="tracking", unit="frame") as bar:
+            while True:
+                if args.max_frames is not None and len(writer.done) >= args.max_frames:
+                    status, message = "limit", f"--max-frames {args.max_frames} reached"
+                    break
+                if args.duration and first_frame_at and time.monotonic() - first_frame_at >= args.duration:
+                    status, message = "limit", f"--duration {args.duration:g} s reached"
+                    break
+                try:
+                    item = feed.get(signals.stop)
+                except StreamError as e:
+                    status, message = ("stalled" if e.stalled else "broken"), one_line(e)
+                    break
+                if item is None:
+                    if signals.stop.is_set():
+                        status, message = "stopped", f"stopped by {signals.signal_name}"
+                    elif source.kind == "folder":
+                        message = f"no new frame in {source.name} for {source.idle_timeout:g} s"
+                    break
+                index, frame, arrived = item
+                if index < first:
+                    continue  # before the first prompted frame
+                first_frame_at = first_frame_at or time.monotonic()
+                t0 = time.perf_counter()
+                f = session.add_frame(frame)
+                while pending and pending[0].frame <= index:
+                    p = pending.pop(0)
+                    session.add_new_points_or_box(f, p.obj, points=p.points or None, labels=p.labels or None,
+                                                  box=p.box)
+                ids, logits = session.track()
+                scores = dict(zip(ids, session.object_scores(f)))
+                by_id = dict(zip(ids, logits[:, 0].float().cpu().numpy()))
+                empty = np.full((h, w), -1024.0, np.float32)
+                stacked = np.stack([by_id.get(i, empty) for i in obj_ids])
+                t1 = time.perf_counter()
+                masks = writer.write(index, frame, stacked)
+                recorder(index, masks, [None if scores.get(i) is None else round(scores[i], 4) for i in obj_ids])
+                latencies.append(time.monotonic() - arrived)
+                t2 = time.perf_counter()
+                spent["model"] += t1 - t0
+                spent["write"] += t2 - t1
+                tracking.update(frames_read=feed.frames_read, dropped=len(feed.dropped))
+                bar.update(1)
+        writer.close()
+    finally:
+        writer.mp4.close()
+        feed.close()
+        session.close()
+    tracking.update(status=status, message=message, frames_read=feed.frames_read, dropped=len(feed.dropped),
+                    dropped_frames=ranges(feed.dropped), reconnects=source.reconnects,
+                    prompts_not_reached=[p.source for p in pending])
+    if latencies:
+        lat = np.asarray(latencies)
+        tracking["latency_s"] = {"p50": round(float(np.percentile(lat, 50)), 4),
+                                 "p95": round(float(np.percentile(lat, 95)), 4),
+                                 "max": round(float(lat.max()), 4)}
+    recorder.results["video"]["num_frames"] = feed.frames_read
+    timings = {"load_model": model_info["load_model_s"], "tracking": spent["model"], "writing": spent["write"],
+               "total": time.perf_counter() - t_start}
+    return recorder.finish(timings, spent)

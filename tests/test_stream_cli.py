@@ -1,0 +1,229 @@
+"""`sam2kit video` on live sources, with real streams on this machine: H.264 MPEG-TS over TCP
+from a sender subprocess, a pipe into `sam2kit video -`, a folder filled while --follow tracks
+it; a stream cut halfway, a stalled one, garbage on the pipe, a missing camera, SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+from PIL import Image
+
+from test_cli import (RES, assert_one_line_error, check_video_outputs, cli, ckpt,  # noqa: F401 - a fixture
+                      moving_frames, nothing_written, png)
+
+HERE = Path(__file__).parent
+N, W, H, FPS = 10, 128, 96, 10
+
+
+@pytest.fixture(scope="module")
+def ts_clip(tmp_path_factory) -> Path:
+    """10 frames of H.264 in MPEG-TS (no B-frames, so each frame decodes as it arrives)."""
+    path = tmp_path_factory.mktemp("stream_clip") / "clip.ts"
+    with av.open(str(path), "w", format="mpegts") as c:
+        s = c.add_stream("libx264", rate=FPS)
+        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
+        s.options = {"tune": "zerolatency"}
+        for f in moving_frames(N, W, H):
+            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+class Sender:
+    """tests/stream_server.py in a subprocess: ``url`` to connect to; stopped on exit."""
+
+    def __init__(self, clip: Path, mode: str = "full", pace: float = 0.05):
+        self.proc = subprocess.Popen([sys.executable, str(HERE / "stream_server.py"), str(clip), mode, str(pace)],
+                                     stdout=subprocess.PIPE, text=True)
+        self.url = f"tcp://127.0.0.1:{int(self.proc.stdout.readline())}"
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.kill()
+        self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def file_run(ckpt, ts_clip, tmp_path_factory) -> Path:  # noqa: F811
+    """The clip tracked as a file by the normal video predictor (default prompt)."""
+    out = tmp_path_factory.mktemp("file_run") / "out"
+    from sam2kit.cli import main
+    assert main(["video", str(ts_clip), "-o", str(out), "--checkpoint", str(ckpt), *RES, "-q"]) == 0
+    return out
+
+
+def same_masks(a: Path, b: Path, frames) -> None:
+    for f in frames:
+        for sub in ("masks/1", "masks/palette"):
+            x, y = np.array(png(a / sub / f"{f:05d}.png")), np.array(png(b / sub / f"{f:05d}.png"))
+            assert np.array_equal(x, y), (sub, f)
+
+
+def test_tcp_stream_equals_the_file(ckpt, ts_clip, file_run, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "out"
+    with Sender(ts_clip) as s:
+        rc, stdout, err = cli(capsys, "video", s.url, "-o", out, "--checkpoint", ckpt, *RES, "--no-realtime")
+    assert rc == 0, err
+    r = check_video_outputs(out, list(range(N)), [1], W, H, FPS)
+    t = r["tracking"]
+    assert (t["status"], t["frames_read"], t["dropped"], t["realtime"]) == ("ended", N, 0, False)
+    assert r["video"]["kind"] == "network" and r["video"]["path"] == s.url and r["video"]["live"]
+    same_masks(out, file_run, range(N))
+    f = json.loads((file_run / "results.json").read_text())
+    assert [fr["objects"] for fr in r["frames"]] == [fr["objects"] for fr in f["frames"]]
+    assert "stream   ended" in stdout and "tracking 1 object(s) as frames arrive" in err
+
+
+def test_pipe_into_video_dash(ckpt, ts_clip, file_run, tmp_path):  # noqa: F811
+    out = tmp_path / "out"
+    proc = subprocess.run([sys.executable, "-m", "sam2kit", "video", "-", "-o", str(out), "--checkpoint",
+                           str(ckpt), *RES, "-q"], input=ts_clip.read_bytes(), capture_output=True)
+    assert proc.returncode == 0, proc.stderr.decode()
+    r = check_video_outputs(out, list(range(N)), [1], W, H, FPS)
+    assert r["video"]["kind"] == "pipe" and r["tracking"]["realtime"] is False
+    same_masks(out, file_run, range(N))
+
+
+def test_garbage_on_the_pipe(ckpt, tmp_path):  # noqa: F811
+    out = tmp_path / "out"
+    junk = np.random.default_rng(0).integers(0, 256, 20000, dtype=np.uint8).tobytes()
+    proc = subprocess.run([sys.executable, "-m", "sam2kit", "video", "-", "-o", str(out), "--checkpoint",
+                           str(ckpt), *RES], input=junk, capture_output=True, text=False)
+    assert_one_line_error(proc.returncode, proc.stderr.decode(), "cannot read a video from standard input",
+                          "pipe a video container")
+    assert nothing_written(out)
+
+
+def check_partial(out: Path, status: str) -> dict:
+    """A run that ended early: every output complete up to its last tracked frame."""
+    r = json.loads((out / "results.json").read_text())
+    done = [fr["frame"] for fr in r["frames"]]
+    assert 1 <= len(done) <= N and done == list(range(len(done)))
+    check_video_outputs(out, done, [1], W, H, FPS)
+    assert r["tracking"]["status"] == status
+    return r
+
+
+def test_stream_cut_halfway(ckpt, ts_clip, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "out"
+    with Sender(ts_clip, "cut") as s:
+        rc, _, err = cli(capsys, "video", s.url, "-o", out, "--checkpoint", ckpt, *RES, "-q", "--no-realtime")
+    assert rc == 3, err
+    r = check_partial(out, "broken")
+    assert "broke" in r["tracking"]["message"] and "reset" in r["tracking"]["message"].lower()
+    assert "error:" in err and "broke" in err and f"hold the {len(r['frames'])} frame(s)" in err
+
+
+def test_stalled_stream_times_out(ckpt, ts_clip, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "out"
+    with Sender(ts_clip, "stall") as s:
+        t0 = time.monotonic()
+        rc, _, err = cli(capsys, "video", s.url, "-o", out, "--checkpoint", ckpt, *RES, "-q", "--timeout", "1.5",
+                         "--no-realtime")
+        took = time.monotonic() - t0
+    assert rc == 3, err
+    r = check_partial(out, "stalled")
+    assert "stalled: no frame for 1.5 s" in r["tracking"]["message"] and "stalled" in err
+    assert took < 60
+
+
+def test_sigterm_stops_cleanly(ckpt, ts_clip, tmp_path):  # noqa: F811
+    """SIGTERM while a stream is live: exit 0, status "stopped", every output complete."""
+    out = tmp_path / "out"
+    with Sender(ts_clip, "stall") as s:
+        proc = subprocess.Popen([sys.executable, "-m", "sam2kit", "video", s.url, "-o", str(out), "--checkpoint",
+                                 str(ckpt), *RES, "-q", "--timeout", "120", "--no-realtime"], stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None:
+            partial = list(tmp_path.glob("out.partial-*/frames/*.jpg"))
+            if len(partial) >= 2:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.stderr.read().decode()
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr.decode()
+    r = check_partial(out, "stopped")
+    assert r["tracking"]["message"] == "stopped by SIGTERM"
+
+
+def test_realtime_drops_the_oldest_frames(ckpt, ts_clip, tmp_path, capsys):  # noqa: F811
+    """All frames arrive at once, faster than tracking: the oldest waiting ones are dropped and
+    listed; the frames written are the ones tracked, named by their number in the stream."""
+    out = tmp_path / "out"
+    with Sender(ts_clip, "full", pace=0) as s:
+        rc, _, err = cli(capsys, "video", s.url, "-o", out, "--checkpoint", ckpt, *RES, "-q")
+    assert rc == 0, err
+    r = json.loads((out / "results.json").read_text())
+    t = r["tracking"]
+    done = [fr["frame"] for fr in r["frames"]]
+    dropped = [i for a, b in t["dropped_frames"] for i in range(a, b + 1)]
+    assert t["realtime"] and t["frames_read"] == N and t["dropped"] == len(dropped) > 0
+    assert sorted(done + dropped) == list(range(N)) and done[0] == 0 and done[-1] == N - 1
+    check_video_outputs(out, done, [1], W, H, FPS)
+    assert t["latency_s"]["p95"] > 0
+
+
+def test_follow_a_folder_being_filled(ckpt, tmp_path, capsys):  # noqa: F811
+    folder = tmp_path / "incoming"
+    folder.mkdir()
+    frames = moving_frames(6, W, H)
+
+    def writer():
+        time.sleep(0.5)
+        for i, f in enumerate(frames):
+            Image.fromarray(f).save(folder / f".{i}.tmp.png")
+            os.replace(folder / f".{i}.tmp.png", folder / f"{i:05d}.png")  # appears whole
+            time.sleep(0.3)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    out = tmp_path / "out"
+    rc, _, err = cli(capsys, "video", folder, "--follow", "--idle-timeout", "2", "-o", out, "--checkpoint",
+                     ckpt, *RES, "-q", "--point", "0:40%,50%", "--point", "3:90%,20%@2")
+    t.join()
+    assert rc == 0, err
+    r = json.loads((out / "results.json").read_text())
+    names = [f"{i:05d}" for i in range(6)]
+    for sub, ext in (("frames", "jpg"), ("overlays", "jpg"), ("masks/1", "png"), ("masks/2", "png"),
+                     ("masks/palette", "png")):
+        assert sorted(p.name for p in (out / sub).iterdir()) == [f"{n}.{ext}" for n in names]
+    with av.open(str(out / "overlay.mp4")) as c:
+        assert sum(1 for _ in c.decode(video=0)) == 6
+    assert [fr["frame"] for fr in r["frames"]] == list(range(6))
+    assert r["tracking"]["status"] == "ended" and "no new frame" in r["tracking"]["message"]
+    # object 2 exists from frame 3 on: before that, its masks are empty and it has no score
+    assert all(fr["objects"][1]["area"] == 0 and fr["objects"][1]["object_score"] is None
+               for fr in r["frames"][:3])
+    assert all(fr["objects"][1]["object_score"] is not None for fr in r["frames"][3:])
+
+
+@pytest.mark.parametrize("extra,needles", [
+    (["/dev/video97"], ["camera /dev/video97 does not exist", "plug one in"]),
+    (["--camera", "97"], ["camera /dev/video97 does not exist"]),
+    (["tcp://127.0.0.1:9", "--timeout", "2"], ["cannot read a video from tcp://127.0.0.1:9", "sender is running"]),
+    (["-", "--reverse"], ["--reverse needs a video file"]),
+    (["CLIP", "--follow"], ["--follow watches a folder"]),
+    (["CLIP", "--realtime"], ["--realtime applies to live sources"]),
+    (["-", "--reconnect", "2"], ["--reconnect applies to network streams"]),
+])
+def test_live_source_errors(extra, needles, ckpt, ts_clip, tmp_path, capsys):  # noqa: F811
+    out = tmp_path / "out"
+    extra = [str(ts_clip) if a == "CLIP" else a for a in extra]
+    rc, _, err = cli(capsys, "video", *extra, "-o", out, "--checkpoint", ckpt, *RES)
+    assert_one_line_error(rc, err, *needles)
+    assert nothing_written(out)
