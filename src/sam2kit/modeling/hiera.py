@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import MLP, WeightCache
+from .common import MLP, WeightCache, linear
 
 
 def window_partition(x: torch.Tensor, ws: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -53,7 +53,7 @@ class MultiScaleAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, _ = x.shape
-        qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1)  # [B, HW, 3, nH, d]
+        qkv = linear(x, self.qkv).reshape(b, h * w, 3, self.num_heads, -1)  # [B, HW, 3, nH, d]
         q, k, v = torch.unbind(qkv, 2)
         if self.q_stride:
             q = _pool(q.reshape(b, h, w, -1), self.q_stride)
@@ -61,7 +61,7 @@ class MultiScaleAttention(nn.Module):
             q = q.reshape(b, h * w, self.num_heads, -1)
         x = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         x = x.transpose(1, 2).reshape(b, h, w, -1)  # [B, H', W', C_out]
-        return self.proj(x)
+        return linear(x, self.proj)
 
 
 class MultiScaleBlock(nn.Module):
@@ -82,7 +82,7 @@ class MultiScaleBlock(nn.Module):
         shortcut = x
         x = self.norm1(x)
         if self.dim != self.dim_out:
-            shortcut = self.proj(x)
+            shortcut = linear(x, self.proj)
             if self.q_stride:
                 shortcut = _pool(shortcut, self.q_stride)
 
