@@ -169,6 +169,25 @@ def test_bf16_memory_attention_candidates_agree():
     assert float((first - after).abs().max()) <= 0.05 * float(first.abs().max())
 
 
+def test_bf16_global_attention_candidates_agree():
+    from sam2kit.modeling.hiera import attention, bf16_chunked_attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 2, n, 32, generator=g) for n in (1100, 1500, 1500))
+    ref = F.scaled_dot_product_attention(q, k, v)
+    with torch.inference_mode():
+        chunked = bf16_chunked_attention(q, k, v).float()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            sdpa = F.scaled_dot_product_attention(q, k, v).float()
+            for cand in ("sdpa", "chunked"):
+                with tuning.pinned(bf16_global_attention=cand):
+                    assert attention(q, k, v).dtype == torch.bfloat16
+    assert chunked.shape == ref.shape
+    # both are fp32 attention rounded through bf16: errors of the same order
+    err_sdpa, err_chunked = float((sdpa - ref).abs().max()), float((chunked - ref).abs().max())
+    assert err_chunked <= max(8 * err_sdpa, 0.02), (err_chunked, err_sdpa)
+
+
 def test_every_choice_has_a_runnable_benchmark(fresh):
     """Each registered choice has a benchmark whose every candidate runs here (no timing
     asserted); the model code asks only for registered choices."""

@@ -289,6 +289,19 @@ def _bench_bf16_memory_attention():
     return {"values-first": first, "values-after": after}
 
 
+@register("bf16_global_attention", ("sdpa", "chunked"),
+          "bf16 global attention of the image encoder (4096 tokens at 1024): torch's fused SDPA, or "
+          "bf16 matrix products in chunks of 512 queries")
+def _bench_bf16_global_attention():
+    import torch.nn.functional as F
+
+    from .modeling.hiera import bf16_chunked_attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(1, 4, n, 96, generator=g).to(torch.bfloat16) for n in (1024, 4096, 4096))
+    return {"sdpa": lambda: F.scaled_dot_product_attention(q, k, v), "chunked": lambda: bf16_chunked_attention(q, k, v)}
+
+
 @register("prompts_per_pass", ("2", "1", "4"),
           "prompts decoded per pass of the mask decoder on a CPU (each carries its own copy of the "
           "image tokens through the two-way transformer)")

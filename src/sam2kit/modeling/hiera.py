@@ -43,6 +43,37 @@ def _pool(x: torch.Tensor, stride: int) -> torch.Tensor:
     return x.permute(0, 2, 3, 1)
 
 
+# queries from which bf16 attention may run in chunks (the global-attention blocks)
+BF16_CHUNKED_FROM = 1024
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """SDPA of [B, nH, N, d] tensors; under CPU bf16 autocast, long sequences may go through
+    ``bf16_chunked_attention`` instead, where this machine measured it faster (tuning choice
+    "bf16_global_attention")."""
+    if (q.shape[-2] >= BF16_CHUNKED_FROM and q.is_cpu and torch.is_autocast_enabled("cpu")
+            and not torch.is_grad_enabled() and not torch.compiler.is_compiling()):
+        from .. import tuning
+
+        if tuning.choose("bf16_global_attention") == "chunked":
+            return bf16_chunked_attention(q, k, v)
+    return F.scaled_dot_product_attention(q, k, v)
+
+
+def bf16_chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v in bfloat16 for [B, nH, N, d] tensors, ``chunk`` queries at
+    a time (bf16 matrix products, softmax accumulated in fp32 and rounded to bf16)."""
+    with torch.autocast("cpu", enabled=False):
+        q, k, v = (t.to(torch.bfloat16) for t in (q, k, v))
+        out = torch.empty_like(q)
+        kt = k.transpose(-1, -2)
+        scale = q.shape[-1] ** -0.5
+        for j in range(0, q.shape[-2], chunk):
+            s = torch.matmul(q[..., j:j + chunk, :] * scale, kt)  # [B, nH, chunk, M]
+            out[..., j:j + chunk, :] = torch.matmul(torch.softmax(s, dim=-1), v)
+    return out
+
+
 class MultiScaleAttention(nn.Module):
     def __init__(self, dim: int, dim_out: int, num_heads: int, q_stride: int | None):
         super().__init__()
@@ -59,7 +90,7 @@ class MultiScaleAttention(nn.Module):
             q = _pool(q.reshape(b, h, w, -1), self.q_stride)
             h, w = q.shape[1:3]
             q = q.reshape(b, h * w, self.num_heads, -1)
-        x = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        x = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         x = x.transpose(1, 2).reshape(b, h, w, -1)  # [B, H', W', C_out]
         return linear(x, self.proj)
 
