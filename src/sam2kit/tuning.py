@@ -272,9 +272,10 @@ def _bench_memory_attention():
     return {c: (lambda c=c: memory_attention_kernel(q, k, v, c)) for c in CHOICES["memory_attention"].candidates}
 
 
-@register("bf16_memory_attention", ("values-first", "values-after"),
+@register("bf16_memory_attention", ("values-first", "values-after", "chunked"),
           "bf16 memory cross-attention: project the values to 256 channels before SDPA, or "
-          "attend over the 64-wide values and project after")
+          "attend over the 64-wide values and project after, with SDPA or in chunks of bf16 "
+          "matrix products")
 def _bench_bf16_memory_attention():
     import torch.nn.functional as F
 
@@ -286,7 +287,12 @@ def _bench_bf16_memory_attention():
 
     def after():
         return F.linear(F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None]), w)
-    return {"values-first": first, "values-after": after}
+
+    def chunked():
+        from .modeling.hiera import bf16_chunked_attention
+
+        return F.linear(bf16_chunked_attention(q[:, None], k[:, None], v[:, None]), w)
+    return {"values-first": first, "values-after": after, "chunked": chunked}
 
 
 @register("bf16_global_attention", ("sdpa", "chunked"),
@@ -298,7 +304,8 @@ def _bench_bf16_global_attention():
     from .modeling.hiera import bf16_chunked_attention
 
     g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(1, 4, n, 96, generator=g).to(torch.bfloat16) for n in (1024, 4096, 4096))
+    # as the encoder holds them: [B, N, nH, d] viewed as [B, nH, N, d]; half a frame's queries
+    q, k, v = (torch.randn(1, n, 4, 96, generator=g).to(torch.bfloat16).transpose(1, 2) for n in (2048, 4096, 4096))
     return {"sdpa": lambda: F.scaled_dot_product_attention(q, k, v), "chunked": lambda: bf16_chunked_attention(q, k, v)}
 
 

@@ -61,11 +61,11 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor
 
 
 def bf16_chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk: int = 512) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d)) v in bfloat16 for [B, nH, N, d] tensors, ``chunk`` queries at
+    """softmax(q k^T / sqrt(d)) v in bfloat16 for [B, nH, N, d] q and k, [B, nH, M, dv] v, ``chunk`` queries at
     a time (bf16 matrix products, softmax accumulated in fp32 and rounded to bf16)."""
     with torch.autocast("cpu", enabled=False):
         q, k, v = (t.to(torch.bfloat16) for t in (q, k, v))
-        out = torch.empty_like(q)
+        out = q.new_empty(*q.shape[:-1], v.shape[-1])
         kt = k.transpose(-1, -2)
         scale = q.shape[-1] ** -0.5
         for j in range(0, q.shape[-2], chunk):

@@ -148,17 +148,29 @@ class RoPEAttention(Attention):
             if (q.dtype == torch.float32 and not torch.is_grad_enabled()
                     and not torch.is_autocast_enabled(q.device.type)):  # other devices: as before
                 return self.out_proj(self.v_proj(chunked_attention(q[:, 0], k[:, 0], values)))
-            if not q.is_cpu or (torch.is_autocast_enabled("cpu") and _bf16_values_after()):
+            if q.is_cpu:  # fp32 with gradients: values first, as below
+                path = _bf16_path() if torch.is_autocast_enabled("cpu") else "values-first"
+            else:
+                path = "values-after"
+            if path == "chunked":
+                from .hiera import bf16_chunked_attention
+
+                out = bf16_chunked_attention(q, k, values.unsqueeze(1))
+                return self.out_proj(self.v_proj(out.squeeze(1)))
+            if path == "values-after":
                 out = F.scaled_dot_product_attention(q, k, values.unsqueeze(1).to(q.dtype))
                 return self.out_proj(self.v_proj(out.squeeze(1)))
         out = F.scaled_dot_product_attention(q, k, self._heads(self.v_proj(values)))
         return self.out_proj(self._merge(out))
 
 
-def _bf16_values_after() -> bool:
+def _bf16_path() -> str:
+    """The measured bf16 memory-attention path on a CPU (tuning choice "bf16_memory_attention")."""
+    if torch.is_grad_enabled() or torch.compiler.is_compiling():
+        return "values-first"
     from .. import tuning
 
-    return not torch.compiler.is_compiling() and tuning.choose("bf16_memory_attention") == "values-after"
+    return tuning.choose("bf16_memory_attention")
 
 
 def memory_attention_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: str) -> torch.Tensor:
