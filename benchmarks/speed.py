@@ -250,7 +250,8 @@ def child_auto(impl: str, job: dict) -> dict:
 
 
 def _count_cpu_attention_flops() -> None:
-    """torch's FLOP counter knows the CUDA attention kernels only: teach it the CPU one."""
+    """torch's FLOP counter knows the CUDA attention kernels only: teach it the CPU one, and
+    oneDNN's linear kernel."""
     import torch
     from torch.utils.flop_counter import register_flop_formula
 
@@ -258,6 +259,13 @@ def _count_cpu_attention_flops() -> None:
     def _flops(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs):
         b, h, n, e = query_shape
         return 2 * b * h * n * key_shape[-2] * (e + value_shape[-1])
+
+    @register_flop_formula(torch.ops.mkldnn._linear_pointwise)  # oneDNN linear (sam2kit.tuning)
+    def _linear_flops(x_shape, w_shape, *args, out_shape=None, **kwargs):
+        rows = 1
+        for d in x_shape[:-1]:
+            rows *= d
+        return 2 * rows * w_shape[0] * w_shape[1]
 
 
 def child_profile(job: dict) -> dict:
@@ -300,16 +308,28 @@ def child_profile(job: dict) -> dict:
 
 
 def machine_peak(threads: int) -> dict:
-    """Measured matmul throughput (4096^3, fp32 and bf16) with this thread count."""
+    """Measured matmul throughput (4096^3, fp32 and bf16) with this thread count: the better of
+    torch's default kernel (a @ b) and oneDNN's (the kernel sam2kit's fp32 layers may use)."""
     import torch
 
     torch.set_num_threads(threads)
     out = {}
+    dnn = torch.ops.mkldnn._linear_pointwise
     for name, dt in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
         a, b = torch.randn(4096, 4096, dtype=dt), torch.randn(4096, 4096, dtype=dt)
-        a @ b
-        out[name] = 2 * 4096 ** 3 / _median_times(lambda: a @ b, 5) / 1e9
+        for kernel, fn in (("aten", lambda: a @ b), ("onednn", lambda: dnn(a, b, None, "none", [], ""))):
+            fn()
+            out[f"{name}_{kernel}"] = 2 * 4096 ** 3 / _median_times(fn, 5) / 1e9
+        out[name] = max(out[f"{name}_aten"], out[f"{name}_onednn"])
     return out
+
+
+def child_tuning(impl: str, job: dict) -> dict:
+    """sam2kit's kernel choices on this machine (measured now unless cached; sam2kit.tuning)."""
+    from sam2kit import modes, tuning
+
+    return {"machine": tuning.machine_key(), "native_bf16": modes.native_bf16_cpu(),
+            "tuning_mode": tuning.mode(), "choices": tuning.decide_all()}
 
 
 def child_main(spec: str) -> None:
@@ -324,6 +344,8 @@ def child_main(spec: str) -> None:
         sam2kit.tune_cpu_allocator()
     if workload == "profile":
         res = child_profile(job)
+    elif workload == "tuning":
+        res = child_tuning(impl, job)
     else:
         res = {"image": child_image, "video": child_video, "auto": child_auto}[workload](impl, job)
     res["peak_rss_mb"] = _peak_rss_mb()
@@ -375,9 +397,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="sam2kit-bench-") as tmp:
         work = Path(tmp)
         inputs = make_inputs(work, args.frames)
-        results["peak_gflops"] = machine_peak(args.threads)
-        print(f"matmul peak with {args.threads} threads: fp32 {results['peak_gflops']['fp32']:.0f} GFLOP/s, "
-              f"bf16 {results['peak_gflops']['bf16']:.0f} GFLOP/s", flush=True)
+        results["cpu"] = cpu_name()
+        results["load_average_start"] = os.getloadavg()
+        results["peak_gflops"] = pk = machine_peak(args.threads)
+        print(f"CPU {results['cpu']}; load average {results['load_average_start'][0]:.2f}", flush=True)
+        print(f"matmul peak with {args.threads} threads (torch default / oneDNN): fp32 {pk['fp32_aten']:.0f} / "
+              f"{pk['fp32_onednn']:.0f} GFLOP/s, bf16 {pk['bf16_aten']:.0f} / {pk['bf16_onednn']:.0f} GFLOP/s",
+              flush=True)
+        if args.modes:  # sam2kit's kernel choices, made (or read from its cache) before anything is timed
+            job = dict(inputs, impl="sam2kit", workload="tuning", runs=1, threads=args.threads, mode={})
+            results["tuning"] = run_child(sys.executable, job, work)
         for impl, mode in impls:
             label = impl if mode is None else f"sam2kit {mode}"
             row = results["timings"].setdefault(label, {})
@@ -395,7 +424,10 @@ def main() -> None:
         if args.profile:
             job = dict(inputs, impl="sam2kit", workload="profile", runs=1, threads=args.threads, mode={})
             results["profile"] = run_child(sys.executable, job, work)
+    results["load_average_end"] = os.getloadavg()
     print_table(results)
+    if "tuning" in results:
+        print_tuning(results["tuning"])
     if args.profile:
         print_profile(results["profile"], results["peak_gflops"]["fp32"])
     if args.json:
@@ -425,6 +457,8 @@ def print_table(results: dict) -> None:
     ref = timings.get("reference")
     head = f"| {'figure':26s} | " + " | ".join(f"{lb:>16s}" for lb in labels) + " |"
     print()
+    print(f"{results.get('cpu', '')}; load average {results['load_average_start'][0]:.2f} at the start, "
+          f"{results['load_average_end'][0]:.2f} at the end")
     print(f"threads {results['threads']}, median of {results['runs']} runs, video {results['frames']} frames; "
           "(x N.NN) = speed relative to the reference (>1 is faster / smaller)")
     print(head)
@@ -442,6 +476,23 @@ def print_table(results: dict) -> None:
             cells.append(f"{v:>{16 - len(ratio)}.{0 if 'MB' in name or higher is None else 3}f}{ratio}")
         if present:
             print(f"| {name:26s} | " + " | ".join(cells) + " |")
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    import platform
+
+    return platform.processor() or "unknown CPU"
+
+
+def print_tuning(tun: dict) -> None:
+    print(f"\nsam2kit's kernel choices on {tun['machine']} (native bf16: {tun['native_bf16'] or 'no'}; "
+          f"SAM2KIT_TUNING={tun['tuning_mode']}), seconds per benchmark call:")
+    for name, d in tun["choices"].items():
+        times = ", ".join(f"{c} {1e3 * s:.1f} ms" for c, s in sorted(d["timings"].items(), key=lambda kv: kv[1]))
+        print(f"  {name:22s} -> {d['choice']:12s} ({d['source']}) {times}")
 
 
 def print_profile(prof: dict, peak: float) -> None:

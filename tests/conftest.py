@@ -12,6 +12,9 @@ import pytest
 import torch
 
 HERE = Path(__file__).parent
+# kernel choices at their defaults, measured nowhere: tests compare outputs of different
+# processes bit for bit (tests/test_tuning.py measures and checks every candidate)
+os.environ.setdefault("SAM2KIT_TUNING", "off")
 DEFAULT_REFERENCE_PYTHON = Path.home() / ".cache/sam2kit-reference-env/bin/python"
 
 REFERENCE_YAML = {

@@ -7,8 +7,9 @@ a model configuration, not a mode here.
 
 - ``precision="bf16"``: matrix products, convolutions and attention run in bfloat16 under
   autocast (layer norms, softmax and the prompt position encodings stay fp32); every model
-  output is returned as fp32, so predictors and stored memories are unchanged. Fast on CPUs
-  with AMX or AVX-512 bf16 instructions, refused on CPUs without them.
+  output is returned as fp32, so predictors and stored memories are unchanged. Offered only on
+  CPUs whose flags name native bf16 instructions (``amx_bf16`` or ``avx512_bf16``); refused
+  elsewhere, where it would be emulated and slower than fp32.
 - ``compile=True``: the image encoder is compiled with ``torch.compile`` (Inductor; needs a C++
   compiler on the CPU). The first image takes a minute or more; later ones are faster.
 - ``quantize="int8"``: linear layers get int8 weights (one scale per output channel) with
@@ -30,13 +31,37 @@ PRECISIONS = ("fp32", "bf16")
 QUANTIZE = (None, "int8")
 
 
+def cpu_flags() -> frozenset[str]:
+    """The instruction-set flags of this machine's CPU (Linux ``/proc/cpuinfo``); empty where
+    they cannot be read."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
+
+
+def native_bf16_cpu() -> str | None:
+    """The flag that gives this CPU native bf16 matrix products (``amx_bf16``, else
+    ``avx512_bf16``), or None. ``torch.backends.mkldnn.is_bf16_supported()`` is not asked: it
+    is also true on AVX-512 CPUs where oneDNN emulates bf16, which is slower than fp32."""
+    flags = cpu_flags()
+    return next((f for f in NATIVE_BF16_FLAGS if f in flags), None)
+
+
 def bf16_supported(device: torch.device) -> bool:
-    """Whether bf16 compute is worth it on ``device`` (a CPU with AMX / AVX-512 bf16, any
-    CUDA GPU with bf16 support)."""
+    """Whether bf16 compute is worth it on ``device``: a CPU with native bf16 instructions
+    (``native_bf16_cpu``), a CUDA GPU with bf16 support."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        return native_bf16_cpu() is not None
     return False
 
 
@@ -55,8 +80,8 @@ def apply_modes(model, precision: str = "fp32", compile: bool = False, quantize:
     check_modes(precision, compile, quantize)
     if precision == "bf16":
         if not bf16_supported(model.device):
-            raise ValueError(f"bf16 is not supported on this {model.device.type.upper()} (it needs AMX or "
-                             "AVX-512 bf16 instructions on a CPU); use precision='fp32'")
+            raise ValueError(f"bf16 is not supported on this {model.device.type.upper()}: "
+                             f"{_bf16_missing(model.device)}; use precision='fp32'")
         if quantize:
             raise ValueError("choose one of precision='bf16' and quantize='int8', not both")
     model.precision = precision
@@ -70,6 +95,16 @@ def apply_modes(model, precision: str = "fp32", compile: bool = False, quantize:
                              f"{_cpp_compiler()!r}): install g++ or set CXX, or leave compile off")
         model.image_encoder.compile(dynamic=False)
     return model
+
+
+def _bf16_missing(device: torch.device) -> str:
+    """Why bf16 is refused on ``device``, in words."""
+    if device.type == "cpu":
+        return ("its flags (/proc/cpuinfo) have neither amx_bf16 nor avx512_bf16, so bf16 would be "
+                "emulated, slower than fp32")
+    if device.type == "cuda":
+        return "this GPU has no bf16 support"
+    return f"bf16 is offered on CPUs with native bf16 and CUDA GPUs only, not {device.type}"
 
 
 def _cpp_compiler() -> str:

@@ -110,8 +110,8 @@ def add_model_options(p: argparse.ArgumentParser, resolution_help: str | None = 
                         "least 256 (default: 1024, as trained; 512 and 768 are faster)")
     s = p.add_argument_group("speed (opt-in; each trades some accuracy or start-up time, see README)")
     s.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                   help="bf16: compute in bfloat16 (CPUs with AMX or AVX-512 bf16; about 2-4x faster, "
-                        "masks within ~1%% IoU of fp32) (default: fp32)")
+                   help="bf16: compute in bfloat16 (only on CPUs whose flags have amx_bf16 or avx512_bf16; "
+                        "2-3x faster, masks within ~1%% IoU of fp32) (default: fp32)")
     s.add_argument("--compile", action="store_true",
                    help="compile the image encoder with torch.compile (needs a C++ compiler; the first "
                         "image takes a minute or more, later ones are faster)")

@@ -10,6 +10,54 @@ import torch.nn.functional as F
 from torch import nn
 
 
+def linear_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, act: str | None,
+               kernel: str = "aten") -> torch.Tensor:
+    """``act(x @ weight.T + bias)`` with ``act`` None, "relu" or "gelu" (exact erf), by
+    ``kernel``: "aten" (F.linear then the activation) or "onednn" (one oneDNN call with the
+    activation fused: fp32 CPU tensors, no gradients)."""
+    if kernel == "onednn":
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, act or "none", [],
+                                                  "none" if act == "gelu" else "")
+    return _activation(F.linear(x, weight, bias), act)
+
+
+def _activation(y: torch.Tensor, act: str | None) -> torch.Tensor:
+    if act == "relu":
+        return F.relu(y)
+    return F.gelu(y) if act == "gelu" else y
+
+
+def _fast_path(x: torch.Tensor) -> bool:
+    """Whether ``x`` may take a measured kernel choice (``sam2kit.tuning``): fp32 CPU
+    inference outside autocast and compilation."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
+            and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling())
+
+
+def linear(x: torch.Tensor, layer: nn.Module, act: str | None = None) -> torch.Tensor:
+    """``act(layer(x))`` for an nn.Linear ``layer`` and ``act`` None, "relu" or "gelu", with
+    the kernel this machine measured fastest (``linear_weights``); any other module (int8
+    quantised) runs as itself."""
+    if type(layer) is not nn.Linear:
+        return _activation(layer(x), act)
+    return linear_weights(x, layer.weight, layer.bias, act)
+
+
+def linear_weights(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                   act: str | None = None) -> torch.Tensor:
+    """``linear_act`` with the kernel of the choice "linear" (``sam2kit.tuning``) for fp32 CPU
+    inference, torch's default kernel otherwise."""
+    kernel = "aten"
+    if _fast_path(x):
+        from .. import tuning
+
+        kernel = tuning.choose("linear")
+    return linear_act(x, weight, bias, act, kernel)
+
+
+_ACTS = {nn.ReLU: "relu", nn.GELU: "gelu"}
+
+
 class MLP(nn.Module):
     """``num_layers`` linear layers with an activation between them (none after the last)."""
 
@@ -24,10 +72,14 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         last = len(self.layers) - 1
+        act = _ACTS.get(type(self.act)) if getattr(self.act, "approximate", "none") == "none" else None
         for i, layer in enumerate(self.layers):
-            x = layer(x)
-            if i < last:
-                x = self.act(x)
+            if i < last and act is not None:
+                x = linear(x, layer, act)  # activation fused where the kernel can
+            else:
+                x = linear(x, layer)
+                if i < last:
+                    x = self.act(x)
         return torch.sigmoid(x) if self.sigmoid_output else x
 
 

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import MLP, WeightCache
+from .common import MLP, WeightCache, linear
 
 
 def window_partition(x: torch.Tensor, ws: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -43,6 +43,37 @@ def _pool(x: torch.Tensor, stride: int) -> torch.Tensor:
     return x.permute(0, 2, 3, 1)
 
 
+# queries from which bf16 attention may run in chunks (the global-attention blocks)
+BF16_CHUNKED_FROM = 1024
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """SDPA of [B, nH, N, d] tensors; under CPU bf16 autocast, long sequences may go through
+    ``bf16_chunked_attention`` instead, where this machine measured it faster (tuning choice
+    "bf16_global_attention")."""
+    if (q.shape[-2] >= BF16_CHUNKED_FROM and q.is_cpu and torch.is_autocast_enabled("cpu")
+            and not torch.is_grad_enabled() and not torch.compiler.is_compiling()):
+        from .. import tuning
+
+        if tuning.choose("bf16_global_attention") == "chunked":
+            return bf16_chunked_attention(q, k, v)
+    return F.scaled_dot_product_attention(q, k, v)
+
+
+def bf16_chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v in bfloat16 for [B, nH, N, d] q and k, [B, nH, M, dv] v, ``chunk`` queries at
+    a time (bf16 matrix products, softmax accumulated in fp32 and rounded to bf16)."""
+    with torch.autocast("cpu", enabled=False):
+        q, k, v = (t.to(torch.bfloat16) for t in (q, k, v))
+        out = q.new_empty(*q.shape[:-1], v.shape[-1])
+        kt = k.transpose(-1, -2)
+        scale = q.shape[-1] ** -0.5
+        for j in range(0, q.shape[-2], chunk):
+            s = torch.matmul(q[..., j:j + chunk, :] * scale, kt)  # [B, nH, chunk, M]
+            out[..., j:j + chunk, :] = torch.matmul(torch.softmax(s, dim=-1), v)
+    return out
+
+
 class MultiScaleAttention(nn.Module):
     def __init__(self, dim: int, dim_out: int, num_heads: int, q_stride: int | None):
         super().__init__()
@@ -53,15 +84,15 @@ class MultiScaleAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, h, w, _ = x.shape
-        qkv = self.qkv(x).reshape(b, h * w, 3, self.num_heads, -1)  # [B, HW, 3, nH, d]
+        qkv = linear(x, self.qkv).reshape(b, h * w, 3, self.num_heads, -1)  # [B, HW, 3, nH, d]
         q, k, v = torch.unbind(qkv, 2)
         if self.q_stride:
             q = _pool(q.reshape(b, h, w, -1), self.q_stride)
             h, w = q.shape[1:3]
             q = q.reshape(b, h * w, self.num_heads, -1)
-        x = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
+        x = attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2))
         x = x.transpose(1, 2).reshape(b, h, w, -1)  # [B, H', W', C_out]
-        return self.proj(x)
+        return linear(x, self.proj)
 
 
 class MultiScaleBlock(nn.Module):
@@ -82,7 +113,7 @@ class MultiScaleBlock(nn.Module):
         shortcut = x
         x = self.norm1(x)
         if self.dim != self.dim_out:
-            shortcut = self.proj(x)
+            shortcut = linear(x, self.proj)
             if self.q_stride:
                 shortcut = _pool(shortcut, self.q_stride)
 

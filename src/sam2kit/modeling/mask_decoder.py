@@ -24,8 +24,8 @@ def _deconv2x2(x: torch.Tensor, conv: nn.ConvTranspose2d) -> torch.Tensor:
     return y + conv.bias
 
 
-# prompts decoded per pass on a CPU (benchmarks: tiny at 1024, 29 ms a prompt in passes of 1-2,
-# 53 ms in one pass of 64)
+# prompts decoded per pass on a CPU by default (tiny at 1024 on a Xeon: 29 ms a prompt in passes
+# of 1-2, 53 ms in one pass of 64); the tuning choice "prompts_per_pass" measures it per machine
 CPU_CHUNK = 2
 
 
@@ -73,7 +73,8 @@ class MaskDecoder(nn.Module):
     def forward(self, image_embeddings: torch.Tensor, image_pe: torch.Tensor,
                 sparse_prompt_embeddings: torch.Tensor, dense_prompt_embeddings: torch.Tensor,
                 multimask_output: bool, repeat_image: bool,
-                high_res_features: list[torch.Tensor], dynamic_multimask: bool = True) -> DecoderOutput:
+                high_res_features: list[torch.Tensor], dynamic_multimask: bool = True,
+                per_pass: int | None = None) -> DecoderOutput:
         """image_embeddings: [B or 1, C, h, w]; image_pe: [1, C, h, w]; sparse: [B, N, C];
         dense: [B, C, h, w]; high_res_features: [B or 1, C/8, 4h, 4w] and [B or 1, C/4, 2h, 2w].
         With ``repeat_image`` one image serves every prompt in the batch.
@@ -85,12 +86,16 @@ class MaskDecoder(nn.Module):
         apply_postprocessing=False, as its VOS evaluation does).
         """
         b = sparse_prompt_embeddings.shape[0]
-        if image_embeddings.device.type == "cpu" and b > CPU_CHUNK:
+        if per_pass is None and image_embeddings.device.type == "cpu" and b > 1:
+            from .. import tuning
+
+            per_pass = int(tuning.choose("prompts_per_pass"))
+        if image_embeddings.device.type == "cpu" and b > (per_pass or b):
             # on a CPU, many prompts at once run slower per prompt than a few (every prompt
             # carries its own copy of the image tokens through the transformer: memory traffic)
             parts = []
-            for i in range(0, b, CPU_CHUNK):
-                take = slice(i, i + CPU_CHUNK)
+            for i in range(0, b, per_pass):
+                take = slice(i, i + per_pass)
                 own = [x if x.shape[0] != b else x[take] for x in [image_embeddings, *high_res_features]]
                 parts.append(self._predict(own[0], image_pe, sparse_prompt_embeddings[take],
                                            dense_prompt_embeddings[take], repeat_image, own[1:]))

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from .common import linear
 from .transformer import RoPEAttention
 
 
@@ -31,7 +31,7 @@ class MemoryAttentionLayer(nn.Module):
         t = self.norm2(tgt)
         tgt = tgt + self.cross_attn_image.attend_memory(t, self._keys(bank), bank.values)
         t = self.norm3(tgt)
-        return tgt + self.linear2(F.relu(self.linear1(t)))
+        return tgt + linear(linear(t, self.linear1, "relu"), self.linear2)
 
     def _keys(self, bank: "MemoryBank") -> torch.Tensor:
         attn = self.cross_attn_image

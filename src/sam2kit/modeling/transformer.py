@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import MLP, WeightCache, weights_key
+from .common import MLP, WeightCache, _fast_path, linear, linear_weights, weights_key
 from .position_encoding import axial_rope_angles
 
 
@@ -89,7 +89,7 @@ class RoPEAttention(Attention):
 
     def _queries(self, q: torch.Tensor) -> torch.Tensor:
         wq, bq, _, _ = self._qk_weights()
-        q = self._heads(F.linear(q, wq, bq))
+        q = self._heads(linear_weights(q, wq, bq))
         return self._rotate(q, *self.rope_tables(q.shape[-2], q.device))
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -98,9 +98,9 @@ class RoPEAttention(Attention):
             raise ValueError("RoPEAttention.forward is self-attention; memories go through attend_memory")
         _, _, wk, bk = self._qk_weights()
         q = self._queries(q)
-        k, v = self._heads(F.linear(k, wk, bk)), self._heads(self.v_proj(v))
+        k, v = self._heads(linear_weights(k, wk, bk)), self._heads(linear(v, self.v_proj))
         k = self._rotate(k, *self.rope_tables(k.shape[-2], k.device))
-        return self.out_proj(self._merge(F.scaled_dot_product_attention(q, k, v)))
+        return linear(self._merge(F.scaled_dot_product_attention(q, k, v)), self.out_proj)
 
     # ---- memory cross-attention: keys prepared per memory, values projected after ----------
 
@@ -119,33 +119,69 @@ class RoPEAttention(Attention):
         def rotate(x):
             return self._merge(self._rotate(self._heads(x), cos, sin))
 
-        part = _kept(cache, (id(self), "features"), (wk,), lambda: rotate(F.linear(features, wk)))
+        part = _kept(cache, (id(self), "features"), (wk,), lambda: rotate(linear_weights(features, wk, None)))
         slot = _kept(slot_cache, (id(self), "slot"), (wk, bk, pos, tpos),
-                     lambda: rotate(F.linear(pos + tpos, wk, bk)))
+                     lambda: rotate(linear_weights(pos + tpos, wk, bk)))
         return part + slot
 
     def pointer_keys(self, tokens: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
         """Keys [B, P, C] (half layout, not rotated) of object-pointer tokens [B, P, kv_dim]."""
         _, _, wk, bk = self._qk_weights()
-        return F.linear(tokens + pos, wk, bk)
+        return linear_weights(tokens + pos, wk, bk)
 
     def attend_memory(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """x [B, N, C] attends to keys [B, M, C] (``memory_keys``/``pointer_keys``) with
         values given unprojected [B, M, kv_dim]. With one head, the value projection is
         applied after the attention (softmax rows sum to one, so P(VW + b) = (PV)W + b): the
-        weighted sum then runs over kv_dim channels instead of C. torch's fused CPU attention
-        needs equal key and value widths, so fp32 inference runs its own chunked attention."""
+        weighted sum then runs over kv_dim channels instead of C. fp32 CPU inference runs the
+        kernel this machine measured fastest (``memory_attention_kernel``, tuning choice
+        "memory_attention"); bf16 on a CPU projects the values before or after as measured
+        (choice "bf16_memory_attention")."""
         q = self._queries(x)
         k = self._heads(keys)
         if self.num_heads == 1:
-            if q.dtype == torch.float32 and not torch.is_grad_enabled() \
-                    and not torch.is_autocast_enabled(q.device.type):
+            if _fast_path(q):
+                from .. import tuning
+
+                out = memory_attention_kernel(q[:, 0], k[:, 0], values, tuning.choose("memory_attention"))
+                return linear(linear(out, self.v_proj), self.out_proj)
+            if (q.dtype == torch.float32 and not torch.is_grad_enabled()
+                    and not torch.is_autocast_enabled(q.device.type)):  # other devices: as before
                 return self.out_proj(self.v_proj(chunked_attention(q[:, 0], k[:, 0], values)))
-            if not q.is_cpu:
+            if q.is_cpu:  # fp32 with gradients: values first, as below
+                path = _bf16_path() if torch.is_autocast_enabled("cpu") else "values-first"
+            else:
+                path = "values-after"
+            if path == "chunked":
+                from .hiera import bf16_chunked_attention
+
+                out = bf16_chunked_attention(q, k, values.unsqueeze(1))
+                return self.out_proj(self.v_proj(out.squeeze(1)))
+            if path == "values-after":
                 out = F.scaled_dot_product_attention(q, k, values.unsqueeze(1).to(q.dtype))
                 return self.out_proj(self.v_proj(out.squeeze(1)))
         out = F.scaled_dot_product_attention(q, k, self._heads(self.v_proj(values)))
         return self.out_proj(self._merge(out))
+
+
+def _bf16_path() -> str:
+    """The measured bf16 memory-attention path on a CPU (tuning choice "bf16_memory_attention")."""
+    if torch.is_grad_enabled() or torch.compiler.is_compiling():
+        return "values-first"
+    from .. import tuning
+
+    return tuning.choose("bf16_memory_attention")
+
+
+def memory_attention_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: str) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v for q [B, N, d], k [B, M, d], v [B, M, dv] (one head, fp32
+    inference) by ``kernel`` (a candidate of the tuning choice "memory_attention"):
+    "mm-<chunk>" (``chunked_attention``), "onednn-<chunk>" (the same with oneDNN products) or
+    "sdpa" (torch's fused attention)."""
+    if kernel == "sdpa":
+        return F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None].to(q.dtype))[:, 0]
+    name, _, chunk = kernel.partition("-")
+    return chunked_attention(q, k, v, int(chunk), onednn=(name == "onednn"))
 
 
 def _kept(cache: dict | None, name: tuple, tensors: tuple[torch.Tensor, ...], make):
@@ -160,21 +196,32 @@ def _kept(cache: dict | None, name: tuple, tensors: tuple[torch.Tensor, ...], ma
     return hit[1]
 
 
-def chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk: int = 128) -> torch.Tensor:
+def chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk: int = 128,
+                      onednn: bool = False) -> torch.Tensor:
     """softmax(q k^T / sqrt(d)) v for q [B, N, d], k [B, M, d], v [B, M, dv], ``chunk`` queries
-    at a time (the scores of a chunk stay in cache; exp in place, normalised after the
-    product). Inference only (in-place and out= products)."""
+    at a time (exp in place, normalised after the product), the products by torch.mm or, with
+    ``onednn``, by oneDNN's linear kernel. Inference only (in-place and out= products)."""
     b, n, d = q.shape
     out = q.new_empty(b, n, v.shape[-1])
     buf = q.new_empty(min(chunk, n), k.shape[1])
     scale = d ** -0.5
+    mm = torch.ops.mkldnn._linear_pointwise
     for i in range(b):
-        kt, vi = k[i].t(), v[i].contiguous()
+        if onednn:
+            ki, vt = k[i].contiguous(), v[i].t().contiguous()
+        else:
+            kt, vi = k[i].t(), v[i].contiguous()
         for j in range(0, n, chunk):
             qs = q[i, j:j + chunk] * scale
-            s = torch.mm(qs, kt, out=buf[: qs.shape[0]])
+            if onednn:
+                s = mm(qs, ki, None, "none", [], "")
+            else:
+                s = torch.mm(qs, kt, out=buf[: qs.shape[0]])
             s.sub_(s.amax(dim=-1, keepdim=True)).exp_()
-            torch.mm(s, vi, out=out[i, j:j + chunk]).div_(s.sum(dim=-1, keepdim=True))
+            if onednn:
+                out[i, j:j + chunk] = mm(s, vt, None, "none", [], "").div_(s.sum(dim=-1, keepdim=True))
+            else:
+                torch.mm(s, vi, out=out[i, j:j + chunk]).div_(s.sum(dim=-1, keepdim=True))
     return out
 
 
