@@ -43,15 +43,13 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 
 
-def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
-
-
 # ---- 1. real runs -------------------------------------------------------------------------
+
+
+def cpu_name() -> str:
+    from sam2kit.tuning import cpu_model  # the one CPU naming (model, family/model/stepping)
+
+    return cpu_model()
 
 def make_data(root: Path, images: int, clips: int, frames: int) -> None:
     import av

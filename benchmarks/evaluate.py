@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
@@ -34,12 +33,9 @@ H, W, SEQS, FRAMES, OBJECTS = 480, 854, 30, 70, 3
 
 
 def cpu_name() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-        return next(line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("Model name"))
-    except (OSError, StopIteration):
-        return platform.processor() or "unknown CPU"
+    from sam2kit.tuning import cpu_model  # the one CPU naming (model, family/model/stepping)
 
+    return cpu_model()
 
 def blob_labels(rng, t: int, params) -> np.ndarray:
     yy, xx = np.mgrid[0:H, 0:W].astype(np.float32)

@@ -479,12 +479,9 @@ def print_table(results: dict) -> None:
 
 
 def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    import platform
+    from sam2kit.tuning import cpu_model  # the one CPU naming (model, family/model/stepping)
 
-    return platform.processor() or "unknown CPU"
+    return cpu_model()
 
 
 def print_tuning(tun: dict) -> None:

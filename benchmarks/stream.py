@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import resource
 import sys
 import time
@@ -29,15 +28,9 @@ import numpy as np
 
 
 def cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+    from sam2kit.tuning import cpu_model  # the one CPU naming (model, family/model/stepping)
 
+    return cpu_model()
 
 def rss_mb() -> float:
     with open("/proc/self/statm") as f:

@@ -16,20 +16,7 @@ import torch
 
 from sam2kit import get_config
 from sam2kit.build import build_model
-
-
-def cpu_name() -> str:
-    """The CPU's model name, to print beside every figure."""
-    import platform
-
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
+from sam2kit.tuning import cpu_model as cpu_name  # noqa: F401  (re-exported: the one CPU naming)
 
 
 def random_checkpoint(path: Path, name: str = "sam2-hiera-tiny", seed: int = 0) -> Path:

@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .video_io import frame_size
+
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp")
 DEFAULT_TIMEOUT_S = 10.0
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
@@ -94,18 +96,8 @@ class LiveSource:
 
 def check_frame(frame, what: str = "frame") -> np.ndarray:
     """An HxWx3 uint8 RGB array from an array or a PIL image; a clear ValueError otherwise."""
-    from PIL import Image
-
-    if isinstance(frame, Image.Image):
-        return np.asarray(frame.convert("RGB"))
-    if not isinstance(frame, np.ndarray):
-        raise ValueError(f"{what} must be an HxWx3 uint8 numpy array or a PIL image, got "
-                         f"{type(frame).__name__}")
-    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8 or 0 in frame.shape:
-        raise ValueError(f"{what} must be an HxWx3 uint8 RGB array, got shape {tuple(frame.shape)} "
-                         f"dtype {frame.dtype} (floats in [0, 1]: (x * 255).round().astype(np.uint8); "
-                         "RGBA: x[..., :3])")
-    return frame
+    frame_size(frame, what)
+    return frame if isinstance(frame, np.ndarray) else np.asarray(frame.convert("RGB"))
 
 
 class IterSource(LiveSource):

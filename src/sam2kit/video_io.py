@@ -331,27 +331,33 @@ def _unreadable(path: Path, e: BaseException) -> str:
             "replace it, or remove it from the folder")
 
 
+def frame_size(frame, what: str = "frame") -> tuple[int, int]:
+    """(H, W) of an HxWx3 uint8 RGB array or a PIL image, without copying a pixel; a clear
+    ValueError for anything else."""
+    from PIL import Image
+
+    if isinstance(frame, Image.Image):
+        return frame.size[1], frame.size[0]
+    if not isinstance(frame, np.ndarray):
+        raise ValueError(f"{what} must be an HxWx3 uint8 numpy array or a PIL image, got "
+                         f"{type(frame).__name__}")
+    if frame.ndim != 3 or frame.shape[2] != 3 or frame.dtype != np.uint8 or 0 in frame.shape:
+        raise ValueError(f"{what} must be an HxWx3 uint8 RGB array, got shape {tuple(frame.shape)} "
+                         f"dtype {frame.dtype} (floats in [0, 1]: (x * 255).round().astype(np.uint8); "
+                         "RGBA: x[..., :3])")
+    return frame.shape[0], frame.shape[1]
+
+
 class SequenceSource(FrameSource):
     """Frames already in memory (arrays or PIL images); ``get`` returns copies."""
 
     def __init__(self, frames):
         super().__init__(0)  # nothing to cache: the frames are in memory already
-        from PIL import Image
         self._frames = frames
         if len(frames) == 0:
             raise ValueError("no frames: the sequence is empty")
         for i, f in enumerate(frames):  # checks shapes only: no pixel is copied here
-            if isinstance(f, Image.Image):
-                size = (f.size[1], f.size[0])
-            elif not isinstance(f, np.ndarray):
-                raise ValueError(f"frame {i} must be an HxWx3 uint8 numpy array or a PIL image, "
-                                 f"got {type(f).__name__}")
-            elif f.ndim != 3 or f.shape[2] != 3 or f.dtype != np.uint8 or 0 in f.shape:
-                raise ValueError(f"frame {i} must be an HxWx3 uint8 RGB array, got shape "
-                                 f"{tuple(f.shape)} dtype {f.dtype} (floats in [0, 1]: "
-                                 "(x * 255).round().astype(np.uint8); RGBA: x[..., :3])")
-            else:
-                size = f.shape[:2]
+            size = frame_size(f, f"frame {i}")
             if i == 0:
                 self.height, self.width = size
             elif size != (self.height, self.width):
