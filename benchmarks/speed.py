@@ -54,6 +54,8 @@ MODES = {
     "int8": {"quantize": "int8"},
     "512": {"image_size": 512},
     "bf16-512": {"precision": "bf16", "image_size": 512},
+    "openvino": {"backend": "openvino"},  # the image encoder on OpenVINO (pip install openvino)
+    "openvino-bf16": {"backend": "openvino", "precision": "bf16"},
 }
 
 

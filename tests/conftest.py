@@ -74,6 +74,25 @@ def reference_checkpoint(reference_python, tmp_path_factory):
     return make
 
 
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    """Random tiny weights (test_modes, test_openvino), every tensor perturbed (zero inits such
+    as position embeddings too), objects judged present."""
+    from sam2kit.build import build_model
+    from sam2kit.configs import get_config
+
+    torch.manual_seed(0)
+    sd = build_model(get_config("sam2-hiera-tiny")).state_dict()
+    gen = torch.Generator().manual_seed(1)
+    for v in sd.values():
+        if v.is_floating_point():
+            v.add_(0.02 * torch.randn(v.shape, generator=gen))
+    sd["sam_mask_decoder.pred_obj_score_head.layers.2.bias"].fill_(8.0)
+    path = tmp_path_factory.mktemp("modes") / "tiny.pt"
+    torch.save({"model": sd}, path)
+    return path
+
+
 def synthetic_image(h: int, w: int, seed: int = 0) -> np.ndarray:
     """A deterministic HxWx3 uint8 picture: a colour gradient with a few filled ellipses and
     some noise (structure at several scales, like a photo)."""

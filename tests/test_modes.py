@@ -18,7 +18,6 @@ from small_model import SMALL
 from sam2kit import SAM2ImagePredictor, SAM2VideoPredictor, modes
 from sam2kit.build import build_model
 from sam2kit.cli import main
-from sam2kit.configs import get_config
 from sam2kit.modeling.memory_attention import MemoryBank, MemoryTokens
 from sam2kit.modeling.position_encoding import axial_rope_angles
 
@@ -27,22 +26,6 @@ from sam2kit.modeling.position_encoding import axial_rope_angles
 BF16 = modes.bf16_supported(torch.device("cpu"))
 BF16_EMULATED = not BF16 and bool(torch.backends.mkldnn.is_available()
                                   and torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
-    """Random tiny weights, every tensor perturbed (zero inits such as position embeddings
-    too), objects judged present."""
-    torch.manual_seed(0)
-    sd = build_model(get_config("sam2-hiera-tiny")).state_dict()
-    gen = torch.Generator().manual_seed(1)
-    for v in sd.values():
-        if v.is_floating_point():
-            v.add_(0.02 * torch.randn(v.shape, generator=gen))
-    sd["sam_mask_decoder.pred_obj_score_head.layers.2.bias"].fill_(8.0)
-    path = tmp_path_factory.mktemp("modes") / "tiny.pt"
-    torch.save({"model": sd}, path)
-    return path
 
 
 def iou(a: np.ndarray, b: np.ndarray) -> float:

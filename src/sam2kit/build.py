@@ -35,36 +35,39 @@ def build_model(config: SAM2Config, device="cpu") -> SAM2Model:
 
 def build_sam2(name: str, checkpoint: str | Path | None = None, device="cpu",
                image_size: int | None = None, revision: str | None = None, *,
-               precision: str = "fp32", compile: bool = False, quantize: str | None = None) -> SAM2Model:
+               precision: str = "fp32", compile: bool = False, quantize: str | None = None,
+               backend: str = "torch") -> SAM2Model:
     """Build ``name`` (``sam2-hiera-tiny``, ..., or a hub id such as ``facebook/sam2.1-hiera-large``)
     with its official weights.
 
     checkpoint: a local ``.pt`` file; None fetches the official file through the hub cache
     (``revision`` picks a hub revision). image_size: the input resolution, None keeps 1024.
-    precision ("fp32" or "bf16"), compile, quantize (None or "int8"): opt-in faster modes
-    (``sam2kit.modes``).
+    precision ("fp32" or "bf16"), compile, quantize (None or "int8"), backend ("torch" or
+    "openvino", the image encoder's runtime): opt-in faster modes (``sam2kit.modes``).
     """
-    check_modes(precision, compile, quantize)
+    check_modes(precision, compile, quantize, backend)
     config = get_config(name, image_size)
     if checkpoint is None:
         checkpoint = download_checkpoint(config, revision)
-    return apply_modes(load_checkpoint(config, checkpoint, device), precision, compile, quantize)
+    return apply_modes(load_checkpoint(config, checkpoint, device), precision, compile, quantize, backend)
 
 
 def load_model(model: str | Path = "facebook/sam2-hiera-tiny", device="cpu", image_size: int | None = None,
                revision: str | None = None, checkpoint: str | Path | None = None, *,
-               precision: str = "fp32", compile: bool = False, quantize: str | None = None) -> SAM2Model:
+               precision: str = "fp32", compile: bool = False, quantize: str | None = None,
+               backend: str = "torch") -> SAM2Model:
     """The one loading path behind every ``from_pretrained`` and the command line.
 
     model: a hub id (``facebook/sam2-hiera-tiny``), a model name (``sam2.1-hiera-large``) or
     the path of a local checkpoint file (its model identified from its keys and shapes);
     checkpoint: the weights of ``model`` from a local file instead of the hub; revision: a hub
     revision; image_size: the input resolution (None: 1024); precision ("fp32"/"bf16"),
-    compile, quantize (None/"int8"): opt-in faster modes (``sam2kit.modes``). Loading changes
+    compile, quantize (None/"int8"), backend ("torch"/"openvino"): opt-in faster modes
+    (``sam2kit.modes``). Loading changes
     nothing in the process (``sam2kit.tune_cpu_allocator`` is for the host to call)."""
-    check_modes(precision, compile, quantize)
+    check_modes(precision, compile, quantize, backend)
     config, path = resolve_model(str(model), checkpoint, image_size, revision)
-    return apply_modes(load_checkpoint(config, path, device), precision, compile, quantize)
+    return apply_modes(load_checkpoint(config, path, device), precision, compile, quantize, backend)
 
 
 class FromPretrained:
@@ -76,10 +79,11 @@ class FromPretrained:
     def from_pretrained(cls, model_id: str, device="cpu", image_size: int | None = None,
                         revision: str | None = None, checkpoint: str | Path | None = None, *,
                         precision: str = "fp32", compile: bool = False, quantize: str | None = None,
+                        backend: str = "torch",
                         **kwargs):
         """model_id: a hub id (``facebook/sam2-hiera-tiny``), a model name
         (``sam2.1-hiera-large``) or the path of a local checkpoint file; device, image_size,
-        revision, checkpoint, precision ("fp32"/"bf16"), compile, quantize (None/"int8"): as
+        revision, checkpoint, precision ("fp32"/"bf16"), compile, quantize (None/"int8"), backend: as
         ``sam2kit.load_model``. Other keyword arguments go to the constructor."""
         params = inspect.signature(cls.__init__).parameters
         takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
@@ -87,9 +91,9 @@ class FromPretrained:
         if unknown:
             raise TypeError(f"{cls.__name__}.from_pretrained() got unexpected keyword arguments "
                             f"{unknown}; it takes device, image_size, revision, checkpoint, precision, "
-                            f"compile, quantize and the constructor's {list(params)[2:]}")
+                            f"compile, quantize, backend and the constructor's {list(params)[2:]}")
         model = load_model(model_id, device, image_size, revision, checkpoint, precision=precision,
-                           compile=compile, quantize=quantize)
+                           compile=compile, quantize=quantize, backend=backend)
         return cls(model, **kwargs)
 
 

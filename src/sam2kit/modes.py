@@ -10,6 +10,8 @@ a model configuration, not a mode here.
   output is returned as fp32, so predictors and stored memories are unchanged. Offered only on
   CPUs whose flags name native bf16 instructions (``amx_bf16`` or ``avx512_bf16``); refused
   elsewhere, where it would be emulated and slower than fp32.
+- ``backend="openvino"``: the image encoder runs on OpenVINO (``sam2kit.openvino_backend``),
+  in the given precision; with bf16 it is the fastest encoder on CPUs with native bf16.
 - ``compile=True``: the image encoder is compiled with ``torch.compile`` (Inductor; needs a C++
   compiler on the CPU). The first image takes a minute or more; later ones are faster.
 - ``quantize="int8"``: linear layers get int8 weights (one scale per output channel) with
@@ -29,6 +31,7 @@ from torch import nn
 
 PRECISIONS = ("fp32", "bf16")
 QUANTIZE = (None, "int8")
+BACKENDS = ("torch", "openvino")
 
 
 def cpu_flags() -> frozenset[str]:
@@ -65,19 +68,30 @@ def bf16_supported(device: torch.device) -> bool:
     return False
 
 
-def check_modes(precision: str = "fp32", compile: bool = False, quantize: str | None = None) -> None:
-    """Raise ValueError for a value that is not a mode."""
+def check_modes(precision: str = "fp32", compile: bool = False, quantize: str | None = None,
+                backend: str = "torch") -> None:
+    """Raise ValueError for a value that is not a mode, or modes that do not go together."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     if quantize not in QUANTIZE:
         raise ValueError(f"quantize must be None or 'int8', got {quantize!r}")
     if not isinstance(compile, bool):
         raise ValueError(f"compile must be True or False, got {compile!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+    if backend == "openvino" and (compile or quantize):
+        raise ValueError("backend='openvino' runs the image encoder on OpenVINO: not together with "
+                         "compile or quantize; choose one")
+    if backend == "openvino":
+        from .openvino_backend import import_openvino
+
+        import_openvino()  # before any slow work: an ImportError that says how to install it
 
 
-def apply_modes(model, precision: str = "fp32", compile: bool = False, quantize: str | None = None):
+def apply_modes(model, precision: str = "fp32", compile: bool = False, quantize: str | None = None,
+                backend: str = "torch"):
     """Switch ``model`` (a SAM2Model, weights loaded) to the given modes, in place; returns it."""
-    check_modes(precision, compile, quantize)
+    check_modes(precision, compile, quantize, backend)
     if precision == "bf16":
         if not bf16_supported(model.device):
             raise ValueError(f"bf16 is not supported on this {model.device.type.upper()}: "
@@ -85,6 +99,10 @@ def apply_modes(model, precision: str = "fp32", compile: bool = False, quantize:
         if quantize:
             raise ValueError("choose one of precision='bf16' and quantize='int8', not both")
     model.precision = precision
+    if backend == "openvino":
+        from .openvino_backend import OpenVINOEncoder
+
+        model.encoder_backend = OpenVINOEncoder(model, precision)
     if quantize == "int8":
         if model.device.type != "cpu":
             raise ValueError("int8 dynamic quantisation runs on the CPU only; use device='cpu'")

@@ -37,7 +37,7 @@ class ImageEmbedding:
 class SAM2ImagePredictor(FromPretrained):
     """Embed an image once (``set_image``), then predict masks from prompts (``predict``,
     ``predict_many``). ``SAM2ImagePredictor.from_pretrained(model_id, device=, image_size=,
-    revision=, checkpoint=, precision=, compile=, quantize=)`` loads a model (``load_model``).
+    revision=, checkpoint=, precision=, compile=, quantize=, backend=)`` loads a model (``load_model``).
     Several predictors may share one model, in one thread each."""
 
     def __init__(self, sam_model: SAM2Model, mask_threshold: float = 0.0,

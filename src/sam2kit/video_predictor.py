@@ -31,7 +31,7 @@ class SAM2VideoPredictor(FromPretrained):
     ``add_new_points_or_box``, ``propagate_in_video``, ...). The state of each video is a
     ``VideoSession``; one predictor (and one model) may serve many sessions, each session one
     thread at a time. ``SAM2VideoPredictor.from_pretrained(model_id, device=, image_size=,
-    revision=, checkpoint=, precision=, compile=, quantize=, **options)`` loads a model."""
+    revision=, checkpoint=, precision=, compile=, quantize=, backend=, **options)`` loads a model."""
 
     def __init__(self, sam_model: SAM2Model, fill_hole_area: int = 8, non_overlap_masks: bool = False,
                  clear_non_cond_mem_around_input: bool = False,
@@ -521,9 +521,9 @@ def apply_non_overlapping_constraints(masks: torch.Tensor) -> torch.Tensor:
 def build_sam2_video_predictor(name: str, checkpoint: str | Path | None = None, device="cpu",
                                image_size: int | None = None, revision: str | None = None, *,
                                precision: str = "fp32", compile: bool = False, quantize: str | None = None,
-                               **kwargs) -> SAM2VideoPredictor:
+                               backend: str = "torch", **kwargs) -> SAM2VideoPredictor:
     """A ``SAM2VideoPredictor`` for ``name`` (as ``build_sam2``); other keyword arguments go to
     the predictor (``fill_hole_area``, ``non_overlap_masks``, ...)."""
     model = build_sam2(name, checkpoint, device, image_size, revision, precision=precision,
-                       compile=compile, quantize=quantize)
+                       compile=compile, quantize=quantize, backend=backend)
     return SAM2VideoPredictor(model, **kwargs)

@@ -54,6 +54,7 @@ FORWARD = [
     ("model", "--precision", "value", "fp32|bf16", "compute precision (default fp32)"),
     ("model", "--compile", "flag", None, "torch.compile the image encoder"),
     ("model", "--int8", "flag", None, "int8 dynamic quantisation (CPU)"),
+    ("model", "--backend", "value", "torch|openvino", "the image encoder's runtime (default torch)"),
 ]
 GROUPS = {"prompts": "default prompt (items without their own; as in `sam2kit image` / `video`)",
           "auto": "automatic masks (--task auto; as `sam2kit image --auto`)",

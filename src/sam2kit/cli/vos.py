@@ -109,6 +109,8 @@ def command(args, console: Console) -> tuple[dict, str]:
     model, info = load_model(args, console, args.resolution)
     predictor = vos_predictor(model, non_overlap_masks=not ds.per_object)
     settings = {k: info[k] for k in ("model_config", "checkpoint", "resolution", "precision", "compile", "int8")}
+    if info["backend"] != "torch":  # named only when not the default: earlier runs resume as before
+        settings["backend"] = info["backend"]
     settings.update(layout=ds.layout, non_overlap_masks=not ds.per_object, score_threshold=0.0, **OFFICIAL_SETTINGS)
     header = {"sam2kit_version": sam2kit.__version__, "command": "vos", "device": info["device"],
               "dataset": {"path": str(ds.root.resolve()), "layout": ds.layout, "videos": len(ds.videos)},

@@ -123,6 +123,7 @@ class SAM2Model(nn.Module):
         super().__init__()
         self.config = config
         self.precision = "fp32"  # or "bf16" (sam2kit.modes.apply_modes)
+        self.encoder_backend = None  # or an OpenVINOEncoder (backend="openvino", sam2kit.modes)
         c, mem = config.d_model, config.mem_dim
         trunk = Hiera(config.embed_dim, config.num_heads, config.stages, config.global_att_blocks,
                       config.window_spec, config.window_pos_embed_bkg_spatial_size)
@@ -167,6 +168,8 @@ class SAM2Model(nn.Module):
     @_precision
     def encode_image(self, images: torch.Tensor) -> ImageFeatures:
         """images: [B, 3, S, S] float, normalised with PIXEL_MEAN / PIXEL_STD."""
+        if self.encoder_backend is not None:
+            return self.encoder_backend(images)
         feats, pos = self.image_encoder(images)
         dec = self.sam_mask_decoder
         return ImageFeatures(

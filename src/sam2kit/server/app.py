@@ -68,7 +68,8 @@ def create_app(service) -> FastAPI:
     async def health():
         m = service.model
         return {"status": "ok", "model": service.model_name, "device": str(m.device),
-                "image_size": m.image_size, "precision": m.precision, "sessions": len(service.videos.store),
+                "image_size": m.image_size, "precision": m.precision,
+                "backend": "torch" if m.encoder_backend is None else "openvino", "sessions": len(service.videos.store),
                 "images": len(service.pictures.store), "queue": service.executor.outstanding,
                 "limits": settings.public()}
 

@@ -37,6 +37,7 @@ class Health(BaseModel):
     device: str
     image_size: int
     precision: str
+    backend: str = Field("torch", description="the image encoder's runtime: torch or openvino")
     sessions: int
     images: int
     queue: int = Field(description="model jobs running or waiting now")
