@@ -1,8 +1,8 @@
 """The image encoder on OpenVINO: ``backend="openvino"`` (``pip install 'sam2kit[openvino]'``).
 
 On CPUs with native bf16 (AVX-512 BF16, AMX), OpenVINO runs SAM 2's image encoder in bf16
-faster than PyTorch's autocast does (README, "Speed": 0.98 s against 1.32 s for tiny at 1024 on
-an AMD EPYC Zen 4 with 2 threads), and the encoder is most of ``set_image`` and of a video
+faster than PyTorch's autocast does (README, "Speed": 0.99 s against 1.26 s for tiny at 1024 on
+an AMD EPYC Zen 4 with 2 threads), and the encoder is most of ``set_image`` and half of a video
 frame. So the encoder, and only the encoder (the Hiera trunk, the FPN neck and the mask
 decoder's two high-resolution projections), can run there; prompts, masks and memory stay in
 PyTorch in the model's precision.
