@@ -91,6 +91,7 @@ def test_health_and_docs(api):
     h = api.get("/api/health").json()
     assert h["status"] == "ok" and h["model"] == "sam2-hiera-tiny" and h["image_size"] == 256
     assert h["device"] == "cpu" and h["limits"]["max_sessions"] == 8 and h["limits"]["token"] is False
+    assert h["precision"] == "fp32" and h["backend"] == "torch"
     assert api.get("/docs").status_code == 200
     schema = api.get("/openapi.json").json()
     assert "/api/videos/{session_id}/propagate" in schema["paths"]
