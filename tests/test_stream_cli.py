@@ -1,7 +1,7 @@
 """`sam2kit video` on live sources, with real streams on this machine: H.264 MPEG-TS over TCP
 from a sender subprocess, a pipe into `sam2kit video -`, a folder filled while --follow tracks
-it; a stream cut halfway, a stalled one, garbage on the pipe, a missing camera, SIGTERM; late
-frames in a folder; what a live run holds and writes stays bounded."""
+it; a stream cut halfway, a stalled one, garbage on the pipe, a missing camera, SIGTERM and
+Ctrl-C twice; late frames in a folder; what a live run holds and writes stays bounded."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from test_cli import (RES, assert_one_line_error, check_video_outputs, cli, ckpt
 
 HERE = Path(__file__).parent
 N, W, H, FPS = 10, 128, 96, 10
+N_LONG = 40  # a stream that outlasts a stop
 
 
 def write_ts(path: Path, n: int) -> Path:
@@ -45,6 +46,11 @@ def write_ts(path: Path, n: int) -> Path:
 @pytest.fixture(scope="module")
 def ts_clip(tmp_path_factory) -> Path:
     return write_ts(tmp_path_factory.mktemp("stream_clip") / "clip.ts", N)
+
+
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory) -> Path:
+    return write_ts(tmp_path_factory.mktemp("stream_clip") / "long.ts", N_LONG)
 
 
 def frame_lines(out: Path) -> list[dict]:
@@ -152,24 +158,82 @@ def test_stalled_stream_times_out(ckpt, ts_clip, tmp_path, capsys):  # noqa: F81
     assert took < 60
 
 
-def test_sigterm_stops_cleanly(ckpt, ts_clip, tmp_path):  # noqa: F811
-    """SIGTERM while a stream is live: exit 0, status "stopped", every output complete."""
+def test_sigterm_stops_cleanly(ckpt, long_clip, tmp_path):  # noqa: F811
+    """SIGTERM while a stream is live and frames wait to be tracked: the frame being tracked is
+    finished and the run stops (the waiting frames are not tracked first); exit 0, status
+    "stopped", every output complete."""
     out = tmp_path / "out"
-    with Sender(ts_clip, "stall") as s:
+    with Sender(long_clip, "stall") as s:
         proc = subprocess.Popen([sys.executable, "-m", "sam2kit", "video", s.url, "-o", str(out), "--checkpoint",
                                  str(ckpt), *RES, "-q", "--timeout", "120", "--no-realtime"], stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 120
+        deadline = time.monotonic() + 600
         while time.monotonic() < deadline and proc.poll() is None:
-            partial = list(tmp_path.glob("out.partial-*/frames/*.jpg"))
-            if len(partial) >= 2:
+            seen = len(list(tmp_path.glob("out.partial-*/frames/*.jpg")))
+            if seen >= 2:
                 break
-            time.sleep(0.2)
+            time.sleep(0.05)
         assert proc.poll() is None, proc.stderr.read().decode()
         proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=60)
+        _, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 0, stderr.decode()
-    r = check_partial(out, "stopped")
+    r = check_partial(out, "stopped", N_LONG)
     assert r["tracking"]["message"] == "stopped by SIGTERM"
+    assert r["totals"]["frames"] <= seen + 1 < N_LONG  # the frame in progress then, not the waiting ones
+
+
+SLOW_FOURTH_FRAME = """
+import sys, time
+from pathlib import Path
+import sam2kit.cli.live as live
+import sam2kit.stream_session as ss
+marks = Path(sys.argv[1])
+track, handle = ss.StreamSession.track, live.StopSignals._handle
+
+def slow_track(self):  # the fourth frame takes long (a big model, a slow machine)
+    if self.frame_idx == 3:
+        (marks / "in_frame_3").touch()
+        time.sleep(600)
+    return track(self)
+
+def noted_handle(self, signum, frame):  # says when a signal has been handled
+    handle(self, signum, frame)
+    (marks / f"handled_{len(list(marks.glob('handled_*')))}").touch()
+
+ss.StreamSession.track, live.StopSignals._handle = slow_track, noted_handle
+from sam2kit.cli import main
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def test_second_ctrl_c_interrupts_at_once_and_keeps_the_frames_done(ckpt, ts_clip, tmp_path):  # noqa: F811
+    """Ctrl-C, then Ctrl-C again while a frame is being tracked: the run ends at once (the frame is
+    abandoned), with exit 130, status "interrupted" and every output complete up to the last
+    finished frame (overlay.mp4 playable)."""
+    out, marks = tmp_path / "out", tmp_path / "marks"
+    marks.mkdir()
+
+    def wait_for(name: str) -> None:
+        deadline = time.monotonic() + 600  # (a generous bound for a busy machine, not a timing)
+        while not (marks / name).exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not (marks / name).exists():
+            proc.kill()
+            pytest.fail(f"no {name}: {proc.communicate()[1].decode()}")
+
+    with open(ts_clip, "rb") as stdin:
+        proc = subprocess.Popen([sys.executable, "-c", SLOW_FOURTH_FRAME, str(marks), "video", "-", "-o", str(out),
+                                 "--checkpoint", str(ckpt), *RES, "-q"], stdin=stdin, stderr=subprocess.PIPE)
+        wait_for("in_frame_3")
+        proc.send_signal(signal.SIGINT)  # a clean stop, after the frame being tracked...
+        wait_for("handled_0")
+        proc.send_signal(signal.SIGINT)  # ...which is too long to wait for
+        _, stderr = proc.communicate(timeout=300)
+    err = stderr.decode()
+    assert proc.returncode == 130, err
+    r = check_partial(out, "interrupted")
+    assert r["totals"]["frames"] == 3 and r["tracking"]["complete"]
+    assert "second SIGINT" in r["tracking"]["message"] and "abandoned" in r["tracking"]["message"]
+    assert "error: interrupted" in err and "hold the 3 frame(s)" in err
 
 
 def test_realtime_drops_the_oldest_frames(ckpt, ts_clip, tmp_path, capsys):  # noqa: F811
@@ -240,7 +304,7 @@ def test_follow_counts_late_frames(ckpt, tmp_path, capsys):  # noqa: F811
     def writer():
         for i in (0, 1, 2, 4):
             put(i)
-        deadline = time.monotonic() + 120  # until file 4 (the fourth frame taken) is tracked
+        deadline = time.monotonic() + 600  # until file 4 (the fourth frame taken) is tracked
         while not list(tmp_path.glob("out.partial-*/frames/00003.jpg")) and time.monotonic() < deadline:
             time.sleep(0.05)
         put(3)

@@ -5,6 +5,7 @@ written as they are done, and the run ends with the stream, a signal or a limit.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
@@ -24,6 +25,7 @@ from .live_results import LiveRecorder
 
 LIVE_RESULTS_EVERY_S = 2.0
 BROKEN_EXIT = 3  # the stream broke or stalled; the outputs hold the frames done
+INTERRUPTED_EXIT = 130  # Ctrl-C twice (128 + SIGINT, as shells report it); the outputs hold the frames done
 LIVE_ONLY = ("camera", "follow", "realtime", "duration", "timeout", "reconnect", "idle_timeout")
 
 
@@ -112,8 +114,8 @@ def command(args, console: Console) -> tuple[dict, str]:
         finally:
             source.close()
     tracking = results["tracking"]
-    if tracking["status"] in ("broken", "stalled"):
-        args.exit_status = BROKEN_EXIT
+    if tracking["status"] in ("broken", "stalled", "interrupted"):
+        args.exit_status = INTERRUPTED_EXIT if tracking["status"] == "interrupted" else BROKEN_EXIT
         print(f"sam2kit: error: {tracking['message']}; the outputs in {args.output} hold the "
               f"{results['totals']['frames']} frame(s) tracked before it", file=sys.stderr)
     return results, summary(results, args.output) + "\n" + status_line(results)
@@ -140,19 +142,41 @@ def spans(ranges: list[list[int]], truncated: bool = False) -> str:
 
 
 class StopSignals:
-    """SIGINT and SIGTERM set ``stop`` (a clean stop after the frame being tracked); a second
-    SIGINT interrupts at once. Handlers are only installed from the main thread."""
+    """SIGINT and SIGTERM set ``stop``: a clean stop after the frame being tracked. A second
+    SIGINT interrupts at once (``interrupted``; KeyboardInterrupt raised where the program is,
+    so the frame being tracked is abandoned), except while a finished frame's outputs are
+    written (``writing()``, milliseconds: raised as it ends) and once the run is closing its
+    outputs (``closing()``: noted only), so that every output stays whole. Handlers are only
+    installed from the main thread."""
 
     def __init__(self):
         self.stop = threading.Event()
         self.signal_name = None
+        self.interrupted = False
+        self._hold = self._closing = False
         self._old = {}
 
     def _handle(self, signum, frame):
         if self.stop.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt("interrupted twice")
+            self.interrupted = True
+            if not self._hold:
+                raise KeyboardInterrupt("interrupted twice")
+            return
         self.signal_name = signal.Signals(signum).name
         self.stop.set()
+
+    @contextlib.contextmanager
+    def writing(self):
+        self._hold = True
+        try:
+            yield
+        finally:
+            self._hold = self._closing
+        if self.interrupted and not self._closing:
+            raise KeyboardInterrupt("interrupted twice")
+
+    def closing(self) -> None:
+        self._hold = self._closing = True
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -234,7 +258,7 @@ def run(args, console: Console, out: Path, source, signals: "StopSignals") -> di
 def track(args, console: Console, source, feed: FrameFeed, session, writer, recorder: LiveRecorder,
           signals: StopSignals, prompts: list, spent: dict) -> tuple[str, str]:
     """The frame loop: each frame from ``feed`` tracked, written and recorded, until the stream
-    ends, a limit or a stop; returns (status, message)."""
+    ends, a limit, a stop or an interruption; returns (status, message)."""
     from .video import frame_entry
 
     w, h, obj_ids = source.width, source.height, writer.obj_ids
@@ -246,6 +270,8 @@ def track(args, console: Console, source, feed: FrameFeed, session, writer, reco
     try:
         with console.progress(desc="tracking", unit="frame") as bar:
             while True:
+                if signals.stop.is_set():
+                    return "stopped", f"stopped by {signals.signal_name}"
                 if args.max_frames is not None and writer.count >= args.max_frames:
                     return "limit", f"--max-frames {args.max_frames} reached"
                 if args.duration and first_frame_at and time.monotonic() - first_frame_at >= args.duration:
@@ -256,7 +282,7 @@ def track(args, console: Console, source, feed: FrameFeed, session, writer, reco
                     return ("stalled" if e.stalled else "broken"), one_line(e)
                 if item is None:
                     if signals.stop.is_set():
-                        return "stopped", f"stopped by {signals.signal_name}"
+                        continue  # said at the top
                     if source.kind == "folder":
                         return "ended", f"no new frame in {source.name} for {source.idle_timeout:g} s"
                     return "ended", f"{source.name} ended"
@@ -275,14 +301,18 @@ def track(args, console: Console, source, feed: FrameFeed, session, writer, reco
                 by_id = dict(zip(ids, logits[:, 0].float().cpu().numpy()))
                 stacked = np.stack([by_id.get(i, empty) for i in obj_ids])
                 t1 = time.perf_counter()
-                masks = writer.write(index, frame, stacked)
-                recorder(frame_entry(index, obj_ids, masks, [None if scores.get(i) is None else
-                                                             round(scores[i], 4) for i in obj_ids]),
-                         time.monotonic() - arrived)
-                tracking["frames_read"] = feed.frames_read
+                with signals.writing():  # a frame's outputs are written whole, even on a second Ctrl-C
+                    masks = writer.write(index, frame, stacked)
+                    recorder(frame_entry(index, obj_ids, masks, [None if scores.get(i) is None else
+                                                                 round(scores[i], 4) for i in obj_ids]),
+                             time.monotonic() - arrived)
+                    tracking["frames_read"] = feed.frames_read
                 t2 = time.perf_counter()
                 spent["model"] += t1 - t0
                 spent["write"] += t2 - t1
                 bar.update(1)
+    except KeyboardInterrupt:
+        return "interrupted", "interrupted by a second SIGINT (Ctrl-C): the frame being tracked was abandoned"
     finally:
+        signals.closing()  # from here on a second Ctrl-C would cost the outputs: it is noted only
         tracking["prompts_not_reached"] = [p.source for p in pending]

@@ -43,10 +43,11 @@ prompted with a 3x3 grid of foreground points spanning the central tenth of the 
 
 Live sources (a camera, a network stream, - for standard input, a folder with --follow) are
 tracked as frames arrive, in flat memory, until the stream ends, Ctrl-C or SIGTERM (a clean
-stop: exit 0), --max-frames or --duration. overlay.mp4 is then a fragmented mp4, playable
-however the run stopped; the per-frame results go to frames.jsonl (a line per frame, as it is
-done) and results.json is a summary of bounded size, refreshed every 2 s. A stream that breaks
-or stalls ends the run with the frames done kept and exit status 3.
+stop: exit 0), --max-frames or --duration; a second Ctrl-C stops at once (exit 130). overlay.mp4
+is then a fragmented mp4, playable however the run stopped; the per-frame results go to
+frames.jsonl (a line per frame, as it is done) and results.json is a summary of bounded size,
+refreshed every 2 s. A stream that breaks or stalls ends the run with the frames done kept and
+exit status 3.
 """
 
 
