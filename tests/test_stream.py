@@ -246,6 +246,21 @@ def test_folder_counts_late_frames(tmp_path):
     assert len(src.late) == 1 and src.late.ranges() == [[3, 3]]
 
 
+def test_folder_idle_time_does_not_count_a_busy_consumer(tmp_path):
+    """A consumer busy for longer than idle_timeout (a model loading, a slow frame) does not end
+    the stream: idle time counts from when it asks for the next frame."""
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "00000.png")
+    src = FolderSource(tmp_path, idle_timeout=2.0, settle=0.05)
+    it = iter(src)
+    next(it)
+    time.sleep(2.5)  # busy
+    writer = threading.Timer(0.2, lambda: Image.fromarray(np.ones((8, 8, 3), np.uint8)).save(tmp_path / "00001.png"))
+    writer.start()
+    frame = next(it, None)
+    writer.join()
+    assert frame is not None and frame[0, 0, 0] == 1
+
+
 def test_stalled_and_broken_sources_raise_stream_error():
     def stalls():
         yield np.zeros((4, 4, 3), np.uint8)

@@ -373,8 +373,8 @@ class FolderSource(LiveSource):
                                       "not a JPEG/PNG image") from None
                 self._last_number = n
                 self._listed.add(p.name)
-                idle_since = time.monotonic()
                 yield self._fit(arr)
+                idle_since = time.monotonic()  # time spent waiting for the consumer is not idle
             if not ready:
                 if time.monotonic() - idle_since > self.idle_timeout:
                     return
