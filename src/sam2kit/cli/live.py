@@ -226,24 +226,27 @@ def run(args, console: Console, out: Path, source, signals: "StopSignals") -> di
     realtime = args.realtime if args.realtime is not None else source.live
     model, model_info = load_model(args, console, args.resolution)
     predictor = SAM2VideoPredictor(model)
-    feed = FrameFeed(source, realtime, stall_timeout=None if source.kind == "folder"
-                     else (args.timeout or DEFAULT_TIMEOUT_S), dropped=IndexRanges())
+    dropped = IndexRanges()
     recorder = LiveRecorder(header(model_info, source, fps, prompts, obj_ids, args, realtime), out, obj_ids,
-                            LIVE_RESULTS_EVERY_S, feed.dropped, getattr(source, "late", None))
+                            LIVE_RESULTS_EVERY_S, dropped, getattr(source, "late", None))
     console.note(f"{source.kind} {source.name}: {w}x{h}{f' at {source.fps:g} fps' if source.fps else ''}; "
                  f"tracking {len(obj_ids)} object(s) as frames arrive{' (real time)' if realtime else ''}; "
                  f"writing into {out}; Ctrl-C stops")
-    writer = session = None
+    writer = feed = session = None
     spent = {"model": 0.0, "write": 0.0}
     try:
         writer = FrameWriter(out, obj_ids, prompts, fps, w, h, False, console, live=True)
+        # reading starts once all is ready: a real-time feed would drop frames meanwhile
+        feed = FrameFeed(source, realtime, stall_timeout=None if source.kind == "folder"
+                         else (args.timeout or DEFAULT_TIMEOUT_S), dropped=dropped)
         session = predictor.init_stream(release_memory_every=RELEASE_EVERY)
         status, message = track(args, console, source, feed, session, writer, recorder, signals, prompts, spent)
         writer.close()
     finally:
         if writer is not None:
             writer.mp4.close()
-        feed.close()
+        if feed is not None:
+            feed.close()
         if session is not None:
             session.close()
         recorder.close()
