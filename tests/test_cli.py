@@ -270,10 +270,16 @@ def test_overwrite_that_fails_while_swapping_in_keeps_the_earlier_outputs(tmp_pa
 # ---- video ---------------------------------------------------------------------------------
 
 def check_video_outputs(out: Path, frames: list[int], obj_ids: list[int], w: int, h: int, fps) -> dict:
-    """Every file of a video run, and that results.json matches the masks."""
+    """Every file of a video run, and that results.json (with a live run, its frames.jsonl)
+    matches the masks."""
     r = json.loads((out / "results.json").read_text())
     names = [f"{f:05d}" for f in frames]
-    assert sorted(p.name for p in out.iterdir()) == ["frames", "masks", "overlay.mp4", "overlays", "results.json"]
+    files = ["frames", "masks", "overlay.mp4", "overlays", "results.json"]
+    if "frames_file" in r:  # a live run: one line per frame instead of a list in results.json
+        assert "frames" not in r
+        files.append(r["frames_file"])
+        r = {**r, "frames": [json.loads(line) for line in (out / r["frames_file"]).read_text().splitlines()]}
+    assert sorted(p.name for p in out.iterdir()) == sorted(files)
     assert sorted(p.stem for p in (out / "frames").iterdir()) == sorted(names)
     assert sorted(p.stem for p in (out / "overlays").iterdir()) == sorted(names)
     assert sorted(p.name for p in (out / "masks").iterdir()) == sorted([*map(str, obj_ids), "palette"])

@@ -15,7 +15,7 @@ from PIL import Image
 from small_model import SMALL
 from test_video import SMALL21, make_model, moving_frames
 from sam2kit import SAM2VideoPredictor
-from sam2kit.streams import FrameFeed, IterSource, StreamError, open_stream
+from sam2kit.streams import FolderSource, FrameFeed, IndexRanges, IterSource, StreamError, open_stream
 
 
 @pytest.fixture(scope="module")
@@ -207,6 +207,58 @@ def test_realtime_feed_drops_the_oldest_waiting_frames():
     while (item := feed.get()) is not None:
         got.append(int(item[1][0, 0, 0]))
     assert got == list(range(30)) and feed.dropped == []
+
+
+def test_index_ranges_hold_numbers_compactly_and_boundedly():
+    r = IndexRanges(limit=None)
+    order = np.random.default_rng(0).permutation(60)[:40]
+    for i in order:
+        r.append(int(i))
+    assert list(r) == sorted(order.tolist()) and len(r) == 40 and r.complete
+    assert all(i in r for i in order) and not any(i in r for i in set(range(60)) - set(order.tolist()))
+    capped = IndexRanges(limit=2)
+    for i in (1, 2, 3, 7, 9, 10, 20, 4, 8):  # 9 and 10 make a third range: counted, not listed
+        capped.append(i)
+    assert capped.ranges() == [[1, 4], [7, 8]] and len(capped) == 9 and not capped.complete
+    feed = FrameFeed(IterSource(np.zeros((5, 4, 4, 3), np.uint8)), realtime=True, max_waiting=1,
+                     dropped=IndexRanges())
+    while feed.frames_read < 5:  # the reader runs ahead: frames 0-3 dropped
+        time.sleep(0.01)
+    assert feed.get()[0] == 4 and feed.get() is None
+    assert isinstance(feed.dropped, IndexRanges) and len(feed.dropped) == 4 and feed.dropped.ranges() == [[0, 3]]
+
+
+def test_folder_counts_late_frames(tmp_path):
+    """A frame that appears numbered at or below one already taken is skipped and counted once,
+    however often the folder is listed afterwards."""
+    def put(i):
+        Image.fromarray(np.full((8, 8, 3), i * 10, np.uint8)).save(tmp_path / f"{i:05d}.png")
+
+    for i in (0, 1, 2, 4):
+        put(i)
+    src = FolderSource(tmp_path, idle_timeout=0.5, settle=0.05)
+    it = iter(src)
+    assert [int(next(it)[0, 0, 0]) // 10 for _ in range(4)] == [0, 1, 2, 4]
+    put(3)
+    put(5)
+    assert int(next(it)[0, 0, 0]) // 10 == 5
+    assert next(it, None) is None  # (the folder listed again and again until idle)
+    assert len(src.late) == 1 and src.late.ranges() == [[3, 3]]
+
+
+def test_folder_idle_time_does_not_count_a_busy_consumer(tmp_path):
+    """A consumer busy for longer than idle_timeout (a model loading, a slow frame) does not end
+    the stream: idle time counts from when it asks for the next frame."""
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "00000.png")
+    src = FolderSource(tmp_path, idle_timeout=2.0, settle=0.05)
+    it = iter(src)
+    next(it)
+    time.sleep(2.5)  # busy
+    writer = threading.Timer(0.2, lambda: Image.fromarray(np.ones((8, 8, 3), np.uint8)).save(tmp_path / "00001.png"))
+    writer.start()
+    frame = next(it, None)
+    writer.join()
+    assert frame is not None and frame[0, 0, 0] == 1
 
 
 def test_stalled_and_broken_sources_raise_stream_error():

@@ -27,6 +27,7 @@ A stream that breaks (a decoding error, a reset connection) or stalls (no frame 
 
 from __future__ import annotations
 
+import bisect
 import os
 import re
 import sys
@@ -50,6 +51,62 @@ class StreamError(RuntimeError):
     def __init__(self, message: str, stalled: bool = False):
         super().__init__(message)
         self.stalled = stalled
+
+
+class IndexRanges:
+    """A set of frame numbers kept as sorted inclusive ranges (``[[1, 3], [7, 7]]`` for 1, 2,
+    3, 7), for frames dropped or skipped over a stream of any length: ``len()`` counts every
+    number added; at most ``limit`` ranges are listed (the first ones; ``complete`` says
+    whether all are), so what is held stays bounded however scattered the numbers. ``append``
+    is thread-safe (a reader thread adds, the consumer reads)."""
+
+    def __init__(self, limit: int | None = 1000):
+        self.limit = limit
+        self.count = 0
+        self._ranges: list[list[int]] = []
+        self._complete = True
+        self._lock = threading.Lock()
+
+    def append(self, i: int) -> None:
+        i = int(i)
+        with self._lock:
+            self.count += 1
+            r = self._ranges
+            k = bisect.bisect_right(r, [i, float("inf")])  # first range starting after i
+            if k and r[k - 1][1] >= i - 1:  # joins (or lies in) the range before
+                r[k - 1][1] = max(r[k - 1][1], i)
+                if k < len(r) and r[k][0] <= r[k - 1][1] + 1:  # and closes the gap to the next
+                    r[k - 1][1] = r.pop(k)[1]
+            elif k < len(r) and r[k][0] == i + 1:
+                r[k][0] = i
+            elif self.limit is None or len(r) < self.limit:
+                r.insert(k, [i, i])
+            else:
+                self._complete = False
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __contains__(self, i) -> bool:
+        with self._lock:
+            k = bisect.bisect_right(self._ranges, [i, float("inf")])
+            return bool(k) and self._ranges[k - 1][1] >= i
+
+    @property
+    def complete(self) -> bool:
+        """Whether every number added is in ``ranges()`` (False once ``limit`` was reached)."""
+        return self._complete
+
+    def ranges(self) -> list[list[int]]:
+        """A copy of the listed ranges, ``[[first, last], ...]`` in order."""
+        with self._lock:
+            return [list(r) for r in self._ranges]
+
+    def __iter__(self):
+        return (i for a, b in self.ranges() for i in range(a, b + 1))
+
+    def __repr__(self):
+        return f"IndexRanges({self.ranges()}, count={self.count})"
 
 
 class LiveSource:
@@ -235,9 +292,10 @@ def _frame_number(p: Path) -> int | None:
 class FolderSource(LiveSource):
     """Numbered JPEG/PNG frames of a folder that is still being filled, taken in number order
     as they appear. A frame is taken once a higher-numbered one exists or its size and time
-    have not changed for ``settle`` seconds (so a frame being written is not read half-way);
-    a frame numbered at or below one already taken is ignored. The stream ends when no new
-    frame has come for ``idle_timeout`` seconds."""
+    have not changed for ``settle`` seconds (so a frame being written is not read half-way).
+    A frame that appears numbered at or below one already taken is late: it is skipped, and
+    its number goes to ``late`` (an :class:`IndexRanges`: ``len(source.late)`` of them). The
+    stream ends when no new frame has come for ``idle_timeout`` seconds."""
 
     kind = "folder"
 
@@ -250,6 +308,8 @@ class FolderSource(LiveSource):
         self.folder, self.idle_timeout, self.poll, self.settle = folder, idle_timeout, poll, settle
         self._last_number = None
         self._seen: dict[str, tuple] = {}  # name -> (size, mtime, first time seen so)
+        self._listed: set[str] = set()  # names at or below _last_number in the last listing
+        self.late = IndexRanges()
         self._it = self._frames()
         self._first = next(self._it, None)
         if self._first is None:
@@ -268,6 +328,7 @@ class FolderSource(LiveSource):
                     files.append((n, p))
         files.sort()
         if self._last_number is not None:
+            self._note_late([(n, p) for n, p in files if n <= self._last_number])
             files = [(n, p) for n, p in files if n > self._last_number]
         now, ready = time.monotonic(), []
         self._seen = {p.name: self._seen[p.name] for _, p in files if p.name in self._seen}
@@ -288,6 +349,15 @@ class FolderSource(LiveSource):
                 break  # frames are taken in order: wait for this one
         return ready
 
+    def _note_late(self, below: list[tuple[int, Path]]) -> None:
+        """Frames at or below the last one taken that are neither taken nor late in an
+        earlier listing have just appeared: late. (What this holds is the names of the
+        folder's frames already passed, as the listing itself holds every name.)"""
+        for n, p in below:
+            if p.name not in self._listed:
+                self.late.append(n)
+        self._listed = {p.name for _, p in below}
+
     def _frames(self):
         from PIL import Image
 
@@ -302,8 +372,9 @@ class FolderSource(LiveSource):
                     raise StreamError(f"cannot read frame {p}: {_why(e)}; the file is damaged or "
                                       "not a JPEG/PNG image") from None
                 self._last_number = n
-                idle_since = time.monotonic()
+                self._listed.add(p.name)
                 yield self._fit(arr)
+                idle_since = time.monotonic()  # time spent waiting for the consumer is not idle
             if not ready:
                 if time.monotonic() - idle_since > self.idle_timeout:
                     return
@@ -414,18 +485,20 @@ class FrameFeed:
     """Reads ``source`` on a thread into a queue of at most ``max_waiting`` frames.
 
     ``realtime``: when the queue is full the oldest waiting frame is dropped (its index goes
-    to ``dropped``), so a frame is never older than ``max_waiting`` frames when taken; else
+    to ``dropped``: a list, or an :class:`IndexRanges` for a stream of any length, whose
+    numbers are then kept as a bounded set of ranges), so a frame is never older than
+    ``max_waiting`` frames when taken; else
     the reader waits for room (nothing is dropped). ``get()`` returns ``(index, frame,
     arrival time)`` (index: the frame's number in the source, from 0; time:
     ``time.monotonic()`` when it was read), None when the source ended, and raises
     StreamError when it broke, or stalled: nothing came for ``stall_timeout`` seconds."""
 
     def __init__(self, source: LiveSource, realtime: bool, max_waiting: int | None = None,
-                 stall_timeout: float | None = None):
+                 stall_timeout: float | None = None, dropped: list | IndexRanges | None = None):
         self.source, self.realtime = source, realtime
         self.max_waiting = max_waiting or (2 if realtime else 4)
         self.stall_timeout = stall_timeout
-        self.dropped: list[int] = []
+        self.dropped = [] if dropped is None else dropped
         self.frames_read = 0
         self._q: deque = deque()
         self._cond = threading.Condition()

@@ -29,7 +29,8 @@ Segment Anything Model 2 (SAM 2 and SAM 2.1) on photos and videos.
 `sam2kit COMMAND --help` tells more. Messages and progress bars go to stderr, results to
 stdout (--json: the results document). Exit status: 0 success; 2 bad input (one line on
 stderr naming the problem and the fix; no output written); 1 an unexpected failure; 3 (batch)
-some items failed, (video) a live stream broke or stalled (the frames done are written).
+some items failed, (video) a live stream broke or stalled (the frames done are written); 130
+interrupted by Ctrl-C (video on a live source: twice; the frames done are written).
 """
 
 

@@ -5,6 +5,7 @@ written as they are done, and the run ends with the stream, a signal or a limit.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
@@ -16,13 +17,15 @@ import numpy as np
 import sam2kit
 from sam2kit import SAM2VideoPredictor
 from sam2kit.devices import RELEASE_EVERY
-from sam2kit.streams import DEFAULT_TIMEOUT_S, FrameFeed, StreamError, classify, open_stream
+from sam2kit.streams import DEFAULT_TIMEOUT_S, FrameFeed, IndexRanges, StreamError, classify, open_stream
 
 from . import prompts as P
 from .common import CLIError, Console, StagedOutput, load_model, one_line
+from .live_results import LiveRecorder
 
 LIVE_RESULTS_EVERY_S = 2.0
 BROKEN_EXIT = 3  # the stream broke or stalled; the outputs hold the frames done
+INTERRUPTED_EXIT = 130  # Ctrl-C twice (128 + SIGINT, as shells report it); the outputs hold the frames done
 LIVE_ONLY = ("camera", "follow", "realtime", "duration", "timeout", "reconnect", "idle_timeout")
 
 
@@ -111,8 +114,8 @@ def command(args, console: Console) -> tuple[dict, str]:
         finally:
             source.close()
     tracking = results["tracking"]
-    if tracking["status"] in ("broken", "stalled"):
-        args.exit_status = BROKEN_EXIT
+    if tracking["status"] in ("broken", "stalled", "interrupted"):
+        args.exit_status = INTERRUPTED_EXIT if tracking["status"] == "interrupted" else BROKEN_EXIT
         print(f"sam2kit: error: {tracking['message']}; the outputs in {args.output} hold the "
               f"{results['totals']['frames']} frame(s) tracked before it", file=sys.stderr)
     return results, summary(results, args.output) + "\n" + status_line(results)
@@ -123,26 +126,57 @@ def status_line(results: dict) -> str:
     line = f"stream   {t['status']}: {t['message']}; {t['frames_read']} frames read"
     if t["realtime"]:
         line += f", {t['dropped']} dropped (real time)"
+    if t.get("late_frames_skipped"):
+        line += (f", {t['late_frames_skipped']} late frame(s) skipped (numbered at or below one already "
+                 f"taken: {spans(t['late_frames'], t['late_frames_truncated'])})")
     lat = t.get("latency_s")
     if lat:
         line += f"; latency p50 {lat['p50']:.3f} s, p95 {lat['p95']:.3f} s"
     return line
 
 
+def spans(ranges: list[list[int]], truncated: bool = False) -> str:
+    """[[3, 3], [7, 9]] -> "3, 7-9" (", ..." when the list was cut short)."""
+    text = ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges)
+    return text + (", ..." if truncated else "")
+
+
 class StopSignals:
-    """SIGINT and SIGTERM set ``stop`` (a clean stop after the frame being tracked); a second
-    SIGINT interrupts at once. Handlers are only installed from the main thread."""
+    """SIGINT and SIGTERM set ``stop``: a clean stop after the frame being tracked. A second
+    SIGINT interrupts at once (``interrupted``; KeyboardInterrupt raised where the program is,
+    so the frame being tracked is abandoned), except while a finished frame's outputs are
+    written (``writing()``, milliseconds: raised as it ends) and once the run is closing its
+    outputs (``closing()``: noted only), so that every output stays whole. Handlers are only
+    installed from the main thread."""
 
     def __init__(self):
         self.stop = threading.Event()
         self.signal_name = None
+        self.interrupted = False
+        self._hold = self._closing = False
         self._old = {}
 
     def _handle(self, signum, frame):
         if self.stop.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt("interrupted twice")
+            self.interrupted = True
+            if not self._hold:
+                raise KeyboardInterrupt("interrupted twice")
+            return
         self.signal_name = signal.Signals(signum).name
         self.stop.set()
+
+    @contextlib.contextmanager
+    def writing(self):
+        self._hold = True
+        try:
+            yield
+        finally:
+            self._hold = self._closing
+        if self.interrupted and not self._closing:
+            raise KeyboardInterrupt("interrupted twice")
+
+    def closing(self) -> None:
+        self._hold = self._closing = True
 
     def __enter__(self):
         if threading.current_thread() is threading.main_thread():
@@ -172,27 +206,16 @@ def header(model_info: dict, source, fps: float, prompts, obj_ids, args, realtim
         "tracking": {"start_frame": min(p.frame for p in prompts), "reverse": False,
                      "max_frames": args.max_frames, "duration_s": args.duration, "frames_planned": None,
                      "realtime": realtime, "status": "running", "message": None, "frames_read": 0,
-                     "dropped": 0, "dropped_frames": [], "reconnects": 0, "complete": False},
+                     "last_frame": None, "dropped": 0, "dropped_frames": [], "reconnects": 0,
+                     "complete": False},
         "masks": "logit > 0", "bbox_format": BBOX_FORMAT,
         "object_score": "the model's object-presence logit: > 0 means the object is visible",
-        "frames": [],
     }
-
-
-def ranges(indices: list[int]) -> list[list[int]]:
-    """[1, 2, 3, 7] -> [[1, 3], [7, 7]]: dropped frames, compactly."""
-    out: list[list[int]] = []
-    for i in sorted(indices):
-        if out and i == out[-1][1] + 1:
-            out[-1][1] = i
-        else:
-            out.append([i, i])
-    return out
 
 
 def run(args, console: Console, out: Path, source, signals: "StopSignals") -> dict:
     """Track the live ``source`` into ``out``; returns the results (status in "tracking")."""
-    from .video import DEFAULT_FPS, FrameWriter, Recorder
+    from .video import DEFAULT_FPS, FrameWriter
 
     t_start = time.perf_counter()
     w, h = source.width, source.height
@@ -203,41 +226,69 @@ def run(args, console: Console, out: Path, source, signals: "StopSignals") -> di
     realtime = args.realtime if args.realtime is not None else source.live
     model, model_info = load_model(args, console, args.resolution)
     predictor = SAM2VideoPredictor(model)
-    recorder = Recorder(header(model_info, source, fps, prompts, obj_ids, args, realtime),
-                        out / "results.json", obj_ids, every_s=LIVE_RESULTS_EVERY_S)
-    tracking = recorder.results["tracking"]
+    dropped = IndexRanges()
+    recorder = LiveRecorder(header(model_info, source, fps, prompts, obj_ids, args, realtime), out, obj_ids,
+                            LIVE_RESULTS_EVERY_S, dropped, getattr(source, "late", None))
     console.note(f"{source.kind} {source.name}: {w}x{h}{f' at {source.fps:g} fps' if source.fps else ''}; "
                  f"tracking {len(obj_ids)} object(s) as frames arrive{' (real time)' if realtime else ''}; "
                  f"writing into {out}; Ctrl-C stops")
-    writer = FrameWriter(out, obj_ids, prompts, fps, w, h, False, console, live=True)
-    feed = FrameFeed(source, realtime, stall_timeout=None if source.kind == "folder"
-                     else (args.timeout or DEFAULT_TIMEOUT_S))
-    session = predictor.init_stream(release_memory_every=RELEASE_EVERY)
+    writer = feed = session = None
+    spent = {"model": 0.0, "write": 0.0}
+    try:
+        writer = FrameWriter(out, obj_ids, prompts, fps, w, h, False, console, live=True)
+        # reading starts once all is ready: a real-time feed would drop frames meanwhile
+        feed = FrameFeed(source, realtime, stall_timeout=None if source.kind == "folder"
+                         else (args.timeout or DEFAULT_TIMEOUT_S), dropped=dropped)
+        session = predictor.init_stream(release_memory_every=RELEASE_EVERY)
+        status, message = track(args, console, source, feed, session, writer, recorder, signals, prompts, spent)
+        writer.close()
+    finally:
+        if writer is not None:
+            writer.mp4.close()
+        if feed is not None:
+            feed.close()
+        if session is not None:
+            session.close()
+        recorder.close()
+    recorder.results["tracking"].update(status=status, message=message, frames_read=feed.frames_read,
+                                        reconnects=source.reconnects)
+    recorder.results["video"]["num_frames"] = feed.frames_read
+    timings = {"load_model": model_info["load_model_s"], "tracking": spent["model"], "writing": spent["write"],
+               "total": time.perf_counter() - t_start}
+    return recorder.finish(timings, spent)
+
+
+def track(args, console: Console, source, feed: FrameFeed, session, writer, recorder: LiveRecorder,
+          signals: StopSignals, prompts: list, spent: dict) -> tuple[str, str]:
+    """The frame loop: each frame from ``feed`` tracked, written and recorded, until the stream
+    ends, a limit, a stop or an interruption; returns (status, message)."""
+    from .video import frame_entry
+
+    w, h, obj_ids = source.width, source.height, writer.obj_ids
+    tracking = recorder.results["tracking"]
     pending = sorted(prompts, key=lambda p: p.frame)
     first = pending[0].frame
-    latencies, spent = [], {"model": 0.0, "write": 0.0}
-    status, message = "ended", f"{source.name} ended"
     first_frame_at = None
+    empty = np.full((h, w), -1024.0, np.float32)
     try:
         with console.progress(desc="tracking", unit="frame") as bar:
             while True:
-                if args.max_frames is not None and len(writer.done) >= args.max_frames:
-                    status, message = "limit", f"--max-frames {args.max_frames} reached"
-                    break
+                if signals.stop.is_set():
+                    return "stopped", f"stopped by {signals.signal_name}"
+                if args.max_frames is not None and writer.count >= args.max_frames:
+                    return "limit", f"--max-frames {args.max_frames} reached"
                 if args.duration and first_frame_at and time.monotonic() - first_frame_at >= args.duration:
-                    status, message = "limit", f"--duration {args.duration:g} s reached"
-                    break
+                    return "limit", f"--duration {args.duration:g} s reached"
                 try:
                     item = feed.get(signals.stop)
                 except StreamError as e:
-                    status, message = ("stalled" if e.stalled else "broken"), one_line(e)
-                    break
+                    return ("stalled" if e.stalled else "broken"), one_line(e)
                 if item is None:
                     if signals.stop.is_set():
-                        status, message = "stopped", f"stopped by {signals.signal_name}"
-                    elif source.kind == "folder":
-                        message = f"no new frame in {source.name} for {source.idle_timeout:g} s"
-                    break
+                        continue  # said at the top
+                    if source.kind == "folder":
+                        return "ended", f"no new frame in {source.name} for {source.idle_timeout:g} s"
+                    return "ended", f"{source.name} ended"
                 index, frame, arrived = item
                 if index < first:
                     continue  # before the first prompted frame
@@ -251,31 +302,20 @@ def run(args, console: Console, out: Path, source, signals: "StopSignals") -> di
                 ids, logits = session.track()
                 scores = dict(zip(ids, session.object_scores(f)))
                 by_id = dict(zip(ids, logits[:, 0].float().cpu().numpy()))
-                empty = np.full((h, w), -1024.0, np.float32)
                 stacked = np.stack([by_id.get(i, empty) for i in obj_ids])
                 t1 = time.perf_counter()
-                masks = writer.write(index, frame, stacked)
-                recorder(index, masks, [None if scores.get(i) is None else round(scores[i], 4) for i in obj_ids])
-                latencies.append(time.monotonic() - arrived)
+                with signals.writing():  # a frame's outputs are written whole, even on a second Ctrl-C
+                    masks = writer.write(index, frame, stacked)
+                    recorder(frame_entry(index, obj_ids, masks, [None if scores.get(i) is None else
+                                                                 round(scores[i], 4) for i in obj_ids]),
+                             time.monotonic() - arrived)
+                    tracking["frames_read"] = feed.frames_read
                 t2 = time.perf_counter()
                 spent["model"] += t1 - t0
                 spent["write"] += t2 - t1
-                tracking.update(frames_read=feed.frames_read, dropped=len(feed.dropped))
                 bar.update(1)
-        writer.close()
+    except KeyboardInterrupt:
+        return "interrupted", "interrupted by a second SIGINT (Ctrl-C): the frame being tracked was abandoned"
     finally:
-        writer.mp4.close()
-        feed.close()
-        session.close()
-    tracking.update(status=status, message=message, frames_read=feed.frames_read, dropped=len(feed.dropped),
-                    dropped_frames=ranges(feed.dropped), reconnects=source.reconnects,
-                    prompts_not_reached=[p.source for p in pending])
-    if latencies:
-        lat = np.asarray(latencies)
-        tracking["latency_s"] = {"p50": round(float(np.percentile(lat, 50)), 4),
-                                 "p95": round(float(np.percentile(lat, 95)), 4),
-                                 "max": round(float(lat.max()), 4)}
-    recorder.results["video"]["num_frames"] = feed.frames_read
-    timings = {"load_model": model_info["load_model_s"], "tracking": spent["model"], "writing": spent["write"],
-               "total": time.perf_counter() - t_start}
-    return recorder.finish(timings, spent)
+        signals.closing()  # from here on a second Ctrl-C would cost the outputs: it is noted only
+        tracking["prompts_not_reached"] = [p.source for p in pending]

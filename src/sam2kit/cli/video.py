@@ -43,9 +43,11 @@ prompted with a 3x3 grid of foreground points spanning the central tenth of the 
 
 Live sources (a camera, a network stream, - for standard input, a folder with --follow) are
 tracked as frames arrive, in flat memory, until the stream ends, Ctrl-C or SIGTERM (a clean
-stop: exit 0), --max-frames or --duration. overlay.mp4 is then a fragmented mp4, playable
-however the run stopped; results.json is refreshed every 2 s. A stream that breaks or stalls
-ends the run with the frames done kept and exit status 3.
+stop: exit 0), --max-frames or --duration; a second Ctrl-C stops at once (exit 130). overlay.mp4
+is then a fragmented mp4, playable however the run stopped; the per-frame results go to
+frames.jsonl (a line per frame, as it is done) and results.json is a summary of bounded size,
+refreshed every 2 s. A stream that breaks or stalls ends the run with the frames done kept and
+exit status 3.
 """
 
 
@@ -177,7 +179,8 @@ class FrameWriter:
         for sub in ["frames", "overlays", "masks/palette", *(f"masks/{i}" for i in obj_ids)]:
             (out / sub).mkdir(parents=True)
         self.mp4 = Mp4Writer(out / "overlay.mp4", fps, w, h, note=console.note, fragmented=live)
-        self.done: list[int] = []
+        self.count = 0  # frames written
+        self.done: list[int] = []  # their indices, kept for --reverse only (a live stream never ends)
 
     def write(self, f: int, frame: np.ndarray, logits: np.ndarray) -> list[np.ndarray]:
         masks = logits > 0.0  # [num_objects, H, W]
@@ -190,9 +193,11 @@ class FrameWriter:
         for p, rgb in self.prompts.get(f, []):
             draw_prompt(overlay, p.points, p.labels, p.box, rgb)
         overlay.save(self.out / "overlays" / f"{name}.jpg", quality=90)
-        if not self.reverse:
+        if self.reverse:
+            self.done.append(f)
+        else:
             self.mp4.add(np.asarray(overlay))
-        self.done.append(f)
+        self.count += 1
         return list(masks)
 
     def close(self) -> None:
