@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,17 +34,12 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from speed import DEFAULT_REFERENCE_PYTHON, REFERENCE_YAML, make_inputs  # noqa: E402
+from speed import DEFAULT_REFERENCE_PYTHON, REFERENCE_YAML, _median_times, make_inputs  # noqa: E402
 
 
 def _median(fn, runs: int) -> float:
     fn()  # warm-up
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    return _median_times(fn, runs)
 
 
 def _image(size: int = 1024):
