@@ -48,8 +48,9 @@ def import_openvino():
 def cache_dir() -> Path:
     if os.environ.get("SAM2KIT_OPENVINO_CACHE"):
         return Path(os.environ["SAM2KIT_OPENVINO_CACHE"])
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "sam2kit" / "openvino"
+    from .tuning import cache_home
+
+    return cache_home() / "openvino"
 
 
 class _EncoderGraph(nn.Module):

@@ -73,11 +73,15 @@ def mode() -> str:
     return value
 
 
+def cache_home() -> Path:
+    """sam2kit's folder in the user's cache (``$XDG_CACHE_HOME/sam2kit``, else ``~/.cache/sam2kit``)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "sam2kit"
+
+
 def cache_file() -> Path:
     if os.environ.get("SAM2KIT_TUNING_FILE"):
         return Path(os.environ["SAM2KIT_TUNING_FILE"])
-    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return base / "sam2kit" / "tuning.json"
+    return cache_home() / "tuning.json"
 
 
 def machine_key() -> str:

@@ -18,6 +18,7 @@ from sam2kit.video_io import IMAGE_EXTENSIONS, FrameSource, open_frames
 
 from . import live
 from . import prompts as P
+from .live_results import RunningTotals
 from .common import (CLIError, Console, StagedOutput, add_feedback_options, add_model_options,
                      add_output_options, check_model_options, load_model, one_line, sample)
 from ..outputs import (BBOX_FORMAT, Mp4Writer, colour, draw_prompt, mask_png, mask_stats, palette_png,
@@ -252,15 +253,10 @@ def frame_entry(f: int, obj_ids, masks, scores) -> dict:
 
 
 def totals(frames: list[dict], obj_ids) -> dict:
-    per_obj = []
-    for k, obj_id in enumerate(obj_ids):
-        areas = [fr["objects"][k]["area"] for fr in frames]
-        scores = [fr["objects"][k]["object_score"] for fr in frames if fr["objects"][k]["object_score"] is not None]
-        per_obj.append({"id": obj_id, "frames_with_mask": sum(a > 0 for a in areas),
-                        "mean_area": round(float(np.mean(areas)), 2) if areas else 0.0,
-                        "max_area": max(areas, default=0),
-                        "mean_object_score": round(float(np.mean(scores)), 4) if scores else None})
-    return {"frames": len(frames), "objects": per_obj}
+    running = RunningTotals(obj_ids)  # the one computation, shared with live runs
+    for fr in frames:
+        running.add(fr)
+    return running.as_json()
 
 
 def prepare(args, console: Console):
