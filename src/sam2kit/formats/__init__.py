@@ -6,4 +6,5 @@ Conventions shared by every format here: masks are [H, W] bool/uint8 arrays (non
 polygon coordinates are pixels of the original picture in *pixel-edge* coordinates (pixel (x, y)
 covers the square [x, x+1] x [y, y+1], COCO's convention), x to the right, y down.
 Optional dependencies are imported on first use and name the extra to install.
+Entry point: `formats.write.write_formats`.
 """
