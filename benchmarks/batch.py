@@ -47,7 +47,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def cpu_name() -> str:
-    from sam2kit.tuning import cpu_model  # the one CPU naming (model, family/model/stepping)
+    from sam2kit.kernels.tuning import cpu_model  # the one CPU naming (model, family/model/stepping)
 
     return cpu_model()
 
@@ -138,7 +138,7 @@ def coco_part(item_id: int, key: str, rles: list[str]) -> dict:
 
 def nine_rles() -> list[str]:
     """COCO RLE strings of nine random blobs at 640x480 (real masks' length and entropy)."""
-    from sam2kit.amg import coco_encode_rle, mask_to_rle
+    from sam2kit.image.amg import coco_encode_rle, mask_to_rle
 
     rng = np.random.default_rng(1)
     yy, xx = np.mgrid[0:480, 0:640]

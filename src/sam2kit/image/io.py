@@ -14,13 +14,10 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+from sam2kit.errors import ImageReadError
 
 # Pillow's own default limit (PIL.Image.MAX_IMAGE_PIXELS when sam2kit was imported)
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
-
-
-class ImageReadError(ValueError):
-    """A picture that cannot be used; the message names the problem and the fix."""
 
 
 def read_image(source, max_pixels: int | None = DEFAULT_MAX_PIXELS, name: str | None = None) -> np.ndarray:

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from sam2kit.errors import DatasetError
+from sam2kit.outputs import davis_palette
 
 __all__ = ["Dataset", "DatasetError", "ObjectPrompt", "open_dataset", "frame_files", "first_annotations",
            "read_labels", "read_object_mask", "save_png", "davis_palette", "LAYOUTS", "VOID"]
@@ -33,10 +35,6 @@ JPEG = (".jpg", ".jpeg")
 EXPECTED = ("JPEGImages/480p/<seq>/*.jpg with Annotations/480p/<seq>/*.png (DAVIS 2017), "
             "JPEGImages_24fps/<vid>/*.jpg with Annotations_6fps/<vid>/<obj>/*.png (SA-V), or "
             "[valid/]JPEGImages/<vid>/*.jpg with [valid/]Annotations/<vid>/*.png (YouTube-VOS)")
-
-
-class DatasetError(ValueError):
-    """A dataset or prediction folder that is not as expected; the message names the fix."""
 
 
 @dataclass(frozen=True)
@@ -253,22 +251,6 @@ def save_png(path: Path, labels: np.ndarray, palette: list | None = None) -> Non
     img = Image.frombytes("P", (labels.shape[1], labels.shape[0]), np.ascontiguousarray(labels, np.uint8).tobytes())
     img.putpalette(palette or davis_palette())
     img.save(path)
-
-
-def davis_palette() -> list[int]:
-    """The 256-colour palette of DAVIS / PASCAL VOC annotations (index 0 black), flattened;
-    byte for byte the DAVIS_PALETTE of Meta's tools/vos_inference.py."""
-    pal = []
-    for i in range(256):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        pal += [r, g, b]
-    return pal
 
 
 def listdir_videos(folder: Path) -> list[str]:

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .metrics import statistics
-from .sequences import SequenceScores
+from sam2kit.vos.evaluation.metrics import statistics
+from sam2kit.vos.evaluation.sequences import SequenceScores
 
 __all__ = ["MEASURES", "summarise", "output_files", "write_outputs", "table", "chart"]
 

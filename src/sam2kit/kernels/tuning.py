@@ -1,5 +1,10 @@
 """Kernel choices made by measurement on this machine, once, and cached.
 
+The choices register themselves (``register``) in the modules whose kernels they choose between:
+``kernels.linear``, ``kernels.attention`` and ``modeling.mask_decoder`` (prompts per decoder pass);
+importing ``sam2kit.kernels`` registers the first two, building a model all of them. This module
+imports none of them, so that kernels and the model depend on it and never the other way.
+
 Some ways of computing the same thing are faster on one CPU and slower on another: oneDNN's
 linear kernels against torch's default (MKL) ones, our chunked memory attention against
 torch's fused one, prompts through the mask decoder in passes of one, two or more, the bf16
@@ -234,97 +239,3 @@ def _file_lock(path: Path):
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
-
-
-# ---- the choices --------------------------------------------------------------------------
-
-@register("linear", ("aten", "onednn"),
-          "fp32 linear layers of the image encoder, memory attention and MLPs: torch's default "
-          "kernel, or oneDNN's with the activation fused (torch.ops.mkldnn._linear_pointwise)")
-def _bench_linear():
-    from .modeling.common import linear_act
-
-    g = torch.Generator().manual_seed(0)
-    shapes = [(16384, 96, 384, "gelu"), (4096, 384, 96, None), (2048, 256, 2048, "relu"), (2048, 2048, 256, None)]
-    cases = [(torch.randn(m, k, generator=g), torch.randn(n, k, generator=g) * k ** -0.5, torch.zeros(n), act)
-             for m, k, n, act in shapes]
-
-    def run(kernel):
-        return lambda: [linear_act(x, w, b, act, kernel) for x, w, b, act in cases]
-    out = {"aten": run("aten")}
-    if torch.backends.mkldnn.is_available():
-        out["onednn"] = run("onednn")
-    return out
-
-
-def _memory_attention_inputs(dtype=torch.float32):
-    g = torch.Generator().manual_seed(0)
-    n, m = 512, 7 * 4096 + 64  # an eighth of a 1024 frame's queries; seven memory frames, pointers
-    q = torch.randn(1, n, 256, generator=g).to(dtype)
-    k = torch.randn(1, m, 256, generator=g).to(dtype) * 0.1
-    v = torch.randn(1, m, 64, generator=g).to(dtype)
-    return q, k, v
-
-
-@register("memory_attention", ("mm-128", "mm-512", "onednn-128", "sdpa"),
-          "fp32 memory cross-attention (256-wide keys, 64-wide values): chunked attention with "
-          "torch.mm in chunks of 128 or 512 queries, with oneDNN products, or torch's fused SDPA")
-def _bench_memory_attention():
-    from .modeling.transformer import memory_attention_kernel
-
-    q, k, v = _memory_attention_inputs()
-    return {c: (lambda c=c: memory_attention_kernel(q, k, v, c)) for c in CHOICES["memory_attention"].candidates}
-
-
-@register("bf16_memory_attention", ("values-first", "values-after", "chunked"),
-          "bf16 memory cross-attention: project the values to 256 channels before SDPA, or "
-          "attend over the 64-wide values and project after, with SDPA or in chunks of bf16 "
-          "matrix products")
-def _bench_bf16_memory_attention():
-    import torch.nn.functional as F
-
-    q, k, v = _memory_attention_inputs(torch.bfloat16)
-    w = torch.randn(256, 64, dtype=torch.bfloat16) * 0.1
-
-    def first():
-        return F.scaled_dot_product_attention(q[:, None], k[:, None], F.linear(v, w)[:, None])
-
-    def after():
-        return F.linear(F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None]), w)
-
-    def chunked():
-        from .modeling.hiera import bf16_chunked_attention
-
-        return F.linear(bf16_chunked_attention(q[:, None], k[:, None], v[:, None]), w)
-    return {"values-first": first, "values-after": after, "chunked": chunked}
-
-
-@register("bf16_global_attention", ("sdpa", "chunked"),
-          "bf16 global attention of the image encoder (4096 tokens at 1024): torch's fused SDPA, or "
-          "bf16 matrix products in chunks of 512 queries")
-def _bench_bf16_global_attention():
-    import torch.nn.functional as F
-
-    from .modeling.hiera import bf16_chunked_attention
-
-    g = torch.Generator().manual_seed(0)
-    # as the encoder holds them: [B, N, nH, d] viewed as [B, nH, N, d]; half a frame's queries
-    q, k, v = (torch.randn(1, n, 4, 96, generator=g).to(torch.bfloat16).transpose(1, 2) for n in (2048, 4096, 4096))
-    return {"sdpa": lambda: F.scaled_dot_product_attention(q, k, v), "chunked": lambda: bf16_chunked_attention(q, k, v)}
-
-
-@register("prompts_per_pass", ("2", "1", "4"),
-          "prompts decoded per pass of the mask decoder on a CPU (each carries its own copy of the "
-          "image tokens through the two-way transformer)")
-def _bench_prompts_per_pass():
-    from .modeling.mask_decoder import MaskDecoder
-
-    torch.manual_seed(0)
-    dec = MaskDecoder(256)
-    image, pe = torch.randn(1, 256, 64, 64), torch.randn(1, 256, 64, 64)
-    sparse, dense = torch.randn(4, 2, 256), torch.randn(1, 256, 64, 64).expand(4, -1, -1, -1)
-    high = [torch.randn(1, 32, 256, 256), torch.randn(1, 64, 128, 128)]
-
-    def run(n):
-        return lambda: dec(image, pe, sparse, dense, True, True, high, per_pass=int(n))
-    return {c: run(c) for c in CHOICES["prompts_per_pass"].candidates}

@@ -2,7 +2,7 @@
 to the numbers of the official evaluators (DAVIS 2017's davis2017-evaluation, SA-V's
 sav_evaluator.py), sequences scored in parallel processes.
 
-    from sam2kit.evaluation import evaluate, write_outputs
+    from sam2kit.vos.evaluation import evaluate, write_outputs
     doc = evaluate("DAVIS", "predictions/")      # a results document (dict)
     doc["global"]["J&F-Mean"]
     write_outputs(doc, Path("predictions/"), "davis", "val", overwrite=False)
@@ -16,10 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-from ..datasets import DatasetError, open_dataset
-from .metrics import BOUND_TH, _kdtree, f_measure, frame_scores, jaccard, seg2bmap, statistics
-from .report import MEASURES, chart, output_files, summarise, table, write_outputs
-from .sequences import SequenceScores, SequenceTask, score_sequence
+from sam2kit.vos.datasets import DatasetError, open_dataset
+from sam2kit.vos.evaluation.metrics import BOUND_TH, _kdtree, f_measure, frame_scores, jaccard, seg2bmap, statistics
+from sam2kit.vos.evaluation.report import MEASURES, chart, output_files, summarise, table, write_outputs
+from sam2kit.vos.evaluation.sequences import SequenceScores, SequenceTask, score_sequence
 
 __all__ = ["evaluate", "write_outputs", "output_files", "table", "chart", "summarise", "MEASURES",
            "jaccard", "f_measure", "seg2bmap", "frame_scores", "statistics", "score_sequence",
@@ -30,7 +30,7 @@ def evaluate(gt, pred, layout: str | None = None, sequences=None, split: str | N
              all_frames: bool = False, strict: bool = False, ignore_void: bool = False,
              jobs: int | None = None, on_sequence=None, bound_th: float = BOUND_TH) -> dict:
     """Score the predictions in ``pred`` against the ground truth ``gt`` (a dataset root in one
-    of the layouts of ``sam2kit.datasets`` or its folder of per-sequence annotations).
+    of the layouts of ``sam2kit.vos.datasets`` or its folder of per-sequence annotations).
 
     layout: "davis" (palette PNGs: DAVIS 2017, YouTube-VOS) or "sav" (per-object PNGs);
     default: from ``gt``. all_frames: score the first and last frames too (semi-supervised

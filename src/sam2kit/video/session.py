@@ -9,7 +9,7 @@ everything, in memory that does not grow with the video. Image features are cach
 few frames only, and frames are decoded when needed.
 
 A session is closed with ``close()``, by leaving a ``with`` block, or when it is garbage
-collected; its spill folder goes with it (``sam2kit.spill``).
+collected; its spill folder goes with it (``sam2kit.video.spill``).
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
-from .devices import release_free_memory
-from .modeling.sam2 import ImageFeatures
-from .spill import DiskBudget, SpillStore
+from sam2kit.devices import release_free_memory
+from sam2kit.modeling.sam2 import ImageFeatures
+from sam2kit.video.spill import DiskBudget, SpillStore
 
 _uid = itertools.count()
 

@@ -48,7 +48,7 @@ def import_openvino():
 def cache_dir() -> Path:
     if os.environ.get("SAM2KIT_OPENVINO_CACHE"):
         return Path(os.environ["SAM2KIT_OPENVINO_CACHE"])
-    from .tuning import cache_home
+    from sam2kit.kernels.tuning import cache_home
 
     return cache_home() / "openvino"
 
@@ -94,7 +94,7 @@ def export_ir(model, directory: Path) -> Path:
     if xml.is_file() and xml.with_suffix(".bin").is_file():
         return xml
     ov = import_openvino()
-    from . import tuning
+    from sam2kit.kernels import tuning
 
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}-", dir=directory.parent))
@@ -140,7 +140,7 @@ class OpenVINOEncoder:
             "PERFORMANCE_HINT": "LATENCY"})
 
     def __call__(self, images: torch.Tensor):
-        from .modeling.sam2 import ImageFeatures
+        from sam2kit.modeling.sam2 import ImageFeatures
 
         model = self.model_ref[0]
         if tuple(images.shape[1:]) != (3, self.size, self.size):

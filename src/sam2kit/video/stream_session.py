@@ -20,9 +20,9 @@ import time
 import numpy as np
 import torch
 
-from .devices import release_free_memory
-from .session import VideoSession
-from .streams import DEFAULT_TIMEOUT_S, FrameFeed, check_frame, open_stream
+from sam2kit.devices import release_free_memory
+from sam2kit.video.session import VideoSession
+from sam2kit.video.sources import DEFAULT_TIMEOUT_S, FrameFeed, check_frame, open_stream
 
 STREAM_LENGTH = 2**62  # what a stream session reports as num_frames: no known end
 
@@ -208,7 +208,7 @@ def track_stream(predictor, source, prompts=(), *, realtime: bool | None = None,
     as ``propagate_in_video`` (masks [num_objects, 1, H, W] logits), frame_idx counting the
     source's frames from 0.
 
-    source: what ``sam2kit.streams.open_stream`` opens (a URL, ``"-"``, ``/dev/video0``, a file,
+    source: what ``sam2kit.video.sources.open_stream`` opens (a URL, ``"-"``, ``/dev/video0``, a file,
     a folder being filled, an iterable of frames) or a LiveSource. prompts: dicts with
     ``frame`` (default 0), ``obj_id`` and ``points`` + ``labels``, ``box`` or ``mask``, applied
     to their frame before it is tracked (to the next frame tracked, if theirs was dropped);

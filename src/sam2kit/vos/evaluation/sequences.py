@@ -24,8 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..datasets import VOID, DatasetError, read_labels, read_object_mask
-from .metrics import BOUND_TH, frame_scores
+from sam2kit.vos.datasets import VOID, DatasetError, read_labels, read_object_mask
+from sam2kit.vos.evaluation.metrics import BOUND_TH, frame_scores
 
 __all__ = ["SequenceTask", "ObjectScores", "SequenceScores", "score_sequence"]
 

@@ -28,9 +28,9 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from .datasets import (Dataset, DatasetError, ObjectPrompt, first_annotations, frame_files,
+from sam2kit.vos.datasets import (Dataset, DatasetError, ObjectPrompt, first_annotations, frame_files,
                        listdir_videos, save_png)
-from .video_predictor import SAM2VideoPredictor, apply_non_overlapping_constraints
+from sam2kit.video.predictor import SAM2VideoPredictor, apply_non_overlapping_constraints
 
 __all__ = ["OFFICIAL_SETTINGS", "vos_predictor", "track_video", "run_video", "run_dataset",
            "VOSProgress", "LEDGER"]

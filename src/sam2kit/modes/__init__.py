@@ -10,7 +10,7 @@ a model configuration, not a mode here.
   output is returned as fp32, so predictors and stored memories are unchanged. Offered only on
   CPUs whose flags name native bf16 instructions (``amx_bf16`` or ``avx512_bf16``); refused
   elsewhere, where it would be emulated and slower than fp32.
-- ``backend="openvino"``: the image encoder runs on OpenVINO (``sam2kit.openvino_backend``),
+- ``backend="openvino"``: the image encoder runs on OpenVINO (``sam2kit.modes.openvino``),
   in the given precision; with bf16 it is the fastest encoder on CPUs with native bf16.
 - ``compile=True``: the image encoder is compiled with ``torch.compile`` (Inductor; needs a C++
   compiler on the CPU). The first image takes a minute or more; later ones are faster.
@@ -83,7 +83,7 @@ def check_modes(precision: str = "fp32", compile: bool = False, quantize: str | 
         raise ValueError("backend='openvino' runs the image encoder on OpenVINO: not together with "
                          "compile or quantize; choose one")
     if backend == "openvino":
-        from .openvino_backend import import_openvino
+        from sam2kit.modes.openvino import import_openvino
 
         import_openvino()  # before any slow work: an ImportError that says how to install it
 
@@ -100,7 +100,7 @@ def apply_modes(model, precision: str = "fp32", compile: bool = False, quantize:
             raise ValueError("choose one of precision='bf16' and quantize='int8', not both")
     model.precision = precision
     if backend == "openvino":
-        from .openvino_backend import OpenVINOEncoder
+        from sam2kit.modes.openvino import OpenVINOEncoder
 
         model.encoder_backend = OpenVINOEncoder(model, precision)
     if quantize == "int8":
@@ -138,7 +138,7 @@ def _cpp_compiler() -> str:
 def _quantize_int8(model: nn.Module) -> None:
     from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
 
-    from .modeling.transformer import RoPEAttention
+    from sam2kit.modeling.transformer import RoPEAttention
 
     skip = set()
     for name, mod in model.named_modules():

@@ -21,6 +21,7 @@ import weakref
 from pathlib import Path
 
 import torch
+from sam2kit.errors import SpillLimitError
 
 try:
     import fcntl
@@ -31,10 +32,6 @@ PREFIX = "sam2kit-spill-"
 LOCK_NAME = ".owner.lock"
 # a folder without its lock file is stale only when older than this (it may be being made)
 UNLOCKED_GRACE_S = 60.0
-
-
-class SpillLimitError(RuntimeError):
-    """A video session's spill folder would grow past its disk budget."""
 
 
 class DiskBudget:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..outputs import save_json
-from ..streams import IndexRanges
+from sam2kit.outputs import save_json
+from sam2kit.video.sources import IndexRanges
 
 FRAMES_FILE = "frames.jsonl"
 

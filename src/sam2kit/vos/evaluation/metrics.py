@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-VOID = 255  # the void label (as sam2kit.datasets.VOID)
+VOID = 255  # the void label (as sam2kit.vos.datasets.VOID)
 
 __all__ = ["BOUND_TH", "bound_radius", "seg2bmap", "jaccard", "f_measure", "frame_scores", "FrameScores",
            "statistics", "decay_bins"]
