@@ -14,7 +14,9 @@ from sam2kit.batch.items import Item, check_unique
 from sam2kit.batch.runner import item_hash, settings_of
 from sam2kit.batch.worker import encode_coco
 from sam2kit.jobs.image import ImageJob
-from sam2kit.jobs.items import for_item
+from sam2kit.cli.batch import typed
+from sam2kit.jobs.items import ItemPrompts, for_item
+from sam2kit.jobs.prompts import image_point
 from sam2kit.jobs.video import VideoJob
 
 
@@ -112,19 +114,22 @@ def test_video_manifest_and_malformed_lines(tmp_path):
 
 
 def test_settings_hash_covers_outputs_not_hardware():
-    base = settings_of("image", ("--resolution=256", "--grid=3x3"))
+    def settings(task, options):  # the typed model and job, as sam2kit batch reads the options
+        return settings_of(*typed(task, options))
+
+    base = settings("image", ("--resolution=256", "--grid=3x3"))
     it = Item("a.jpg", "/a.jpg")
     same = [("--resolution=256", "--grid=3x3", "--device=cpu", "--compile")]
     other = [("--resolution=512", "--grid=3x3"), ("--resolution=256", "--grid=2x2"),
              ("--resolution=256", "--grid=3x3", "--single-mask"), ("--resolution=256", "--grid=3x3", "--int8"),
              ("--resolution=256", "--grid=3x3", "--model=small")]
     h = item_hash(base, it)
-    assert all(item_hash(settings_of("image", o), it) == h for o in same)
-    assert len({item_hash(settings_of("image", o), it) for o in other} | {h}) == len(other) + 1
-    assert item_hash(settings_of("auto", ("--resolution=256",)), it) != item_hash(settings_of("image", ("--resolution=256",)), it)
+    assert all(item_hash(settings("image", o), it) == h for o in same)
+    assert len({item_hash(settings("image", o), it) for o in other} | {h}) == len(other) + 1
+    assert item_hash(settings("auto", ("--resolution=256",)), it) != item_hash(settings("image", ("--resolution=256",)), it)
     # an item's own prompt replaces the default one in its hash
-    own = Item("a.jpg", "/a.jpg", ("--point=1,2:1",))
-    assert item_hash(base, own) == item_hash(settings_of("image", ("--resolution=256", "--grid=2x2")), own) != h
+    own = Item("a.jpg", "/a.jpg", ItemPrompts(point=(image_point("1,2:1"),)))
+    assert item_hash(base, own) == item_hash(settings("image", ("--resolution=256", "--grid=2x2")), own) != h
 
 
 def test_ledger_records_each_state_change(tmp_path):
