@@ -47,7 +47,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def cpu_name() -> str:
-    from sam2kit.tuning import cpu_model  # the one CPU naming (model, family/model/stepping)
+    from sam2kit.kernels.tuning import cpu_model  # the one CPU naming (model, family/model/stepping)
 
     return cpu_model()
 
@@ -138,7 +138,7 @@ def coco_part(item_id: int, key: str, rles: list[str]) -> dict:
 
 def nine_rles() -> list[str]:
     """COCO RLE strings of nine random blobs at 640x480 (real masks' length and entropy)."""
-    from sam2kit.amg import coco_encode_rle, mask_to_rle
+    from sam2kit.image.amg import coco_encode_rle, mask_to_rle
 
     rng = np.random.default_rng(1)
     yy, xx = np.mgrid[0:480, 0:640]
@@ -218,7 +218,8 @@ def ray_overhead(root: Path, n: int) -> dict:
     from sam2kit.batch import BatchConfig, run_batch
     from sam2kit.batch.items import Item
     from sam2kit.batch.ray_backend import RayBackend
-    from sam2kit.cli.common import Console
+    from sam2kit.jobs.common import Console
+    from sam2kit.jobs.model import ModelSpec
 
     items = [Item(f"i{k:06d}.jpg", f"/nowhere/i{k:06d}.jpg") for k in range(n)]
     figures = {}
@@ -238,7 +239,7 @@ def ray_overhead(root: Path, n: int) -> dict:
 
         out = root / f"overhead-{len(figures)}"
         cpu0 = time.process_time()
-        report = run_batch(BatchConfig("image", str(out), ("--resolution=512",)), items,
+        report = run_batch(BatchConfig("image", str(out), ModelSpec(resolution=512)), items,
                            Console(quiet=True), make_backend=timed)
         cpu = time.process_time() - cpu0  # the driver's own CPU (Ray's workers are other processes)
         n_done, span = ledger_span(out)
@@ -256,7 +257,8 @@ def ray_overhead(root: Path, n: int) -> dict:
 
 def simulate(root: Path, n: int, slots: int, seconds: float) -> dict:
     from sam2kit.batch import BatchConfig, batch_status, discover, run_batch
-    from sam2kit.cli.common import Console
+    from sam2kit.jobs.common import Console
+    from sam2kit.jobs.model import ModelSpec
 
     fig: dict = {"items": n, "slots": slots, "seconds_per_item": seconds,
                  "offered_items_per_s": slots / seconds}
@@ -276,7 +278,7 @@ def simulate(root: Path, n: int, slots: int, seconds: float) -> dict:
     rng = np.random.default_rng(0)
     ids = rng.permutation(np.arange(1, n + 1))
     fail_once, fail_always = set(ids[: n // 500].tolist()), set(ids[n // 500: n // 500 + n // 2000].tolist())
-    config = BatchConfig("image", str(out), ("--resolution=512",), overwrite=True, retries=1)
+    config = BatchConfig("image", str(out), ModelSpec(resolution=512), overwrite=True, retries=1)
     console = Console(quiet=True)
 
     seen: set = set()
@@ -335,7 +337,7 @@ def simulate(root: Path, n: int, slots: int, seconds: float) -> dict:
     ceiling_out = root / "ceiling-out"
     cluster = SimulatedCluster(slots, 0.0)
     t0 = time.perf_counter()
-    run_batch(BatchConfig("image", str(ceiling_out), ("--resolution=512",)), items, console,
+    run_batch(BatchConfig("image", str(ceiling_out), ModelSpec(resolution=512)), items, console,
               make_backend=lambda spec: cluster)
     n_done, span = ledger_span(ceiling_out)
     fig["driver_ceiling_items_per_s"] = round(n_done / span, 1)

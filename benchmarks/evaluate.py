@@ -33,7 +33,7 @@ H, W, SEQS, FRAMES, OBJECTS = 480, 854, 30, 70, 3
 
 
 def cpu_name() -> str:
-    from sam2kit.tuning import cpu_model  # the one CPU naming (model, family/model/stepping)
+    from sam2kit.kernels.tuning import cpu_model  # the one CPU naming (model, family/model/stepping)
 
     return cpu_model()
 
@@ -52,7 +52,7 @@ def make_data(root: Path) -> None:
     from PIL import Image
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-    from sam2kit.datasets import davis_palette
+    from sam2kit.vos.datasets import davis_palette
 
     pal = davis_palette()
     rng = np.random.default_rng(0)

@@ -9,7 +9,7 @@ decoder's two high-resolution projections, which is what ``SAM2Model.encode_imag
 - reference: ``sam2==1.1.0``'s ``forward_image`` (+ the two projections), in its own environment.
 - sam2kit torch fp32 / bf16: ``encode_image`` (bf16 where the CPU has native bf16).
 - sam2kit openvino f32 / bf16: ``backend="openvino"`` — ``torch.export`` + ``openvino.convert_model``,
-  compiled with OpenVINO's f32 or bf16 inference precision (``sam2kit.openvino_backend``).
+  compiled with OpenVINO's f32 or bf16 inference precision (``sam2kit.modes.openvino``).
 - onnxruntime fp32: ``torch.onnx.export`` (dynamo) of the same module, ONNX Runtime's CPU provider
   (``pip install onnx onnxscript onnxruntime``; left out if missing).
 
@@ -87,10 +87,11 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
-    from sam2kit import build_sam2, modes, tune_cpu_allocator, tuning
+    from sam2kit import build_sam2, modes, tune_cpu_allocator
+    from sam2kit.kernels import tuning
 
     tune_cpu_allocator()  # as the command line and benchmarks/speed.py run sam2kit
-    from sam2kit.openvino_backend import import_openvino
+    from sam2kit.modes.openvino import import_openvino
 
     ov = import_openvino()
     work = Path(tempfile.mkdtemp(prefix="sam2kit-ov-"))
@@ -139,7 +140,7 @@ def main() -> None:
     try:
         import onnxruntime as ort
 
-        from sam2kit.openvino_backend import _EncoderGraph
+        from sam2kit.modes.openvino import _EncoderGraph
 
         model = build_sam2("sam2-hiera-tiny", ckpt)
         onnx_path = work / "encoder.onnx"

@@ -68,7 +68,7 @@ def in_process_predict(ckpt: Path, resolution: int, picture: bytes, runs: int = 
     import torch
 
     from sam2kit import SAM2ImagePredictor, tune_cpu_allocator
-    from sam2kit.amg import coco_encode_rle, mask_to_rle
+    from sam2kit.image.amg import coco_encode_rle, mask_to_rle
 
     tune_cpu_allocator()
     pred = SAM2ImagePredictor.from_pretrained(str(ckpt), image_size=resolution)
@@ -104,7 +104,7 @@ class Clicker(threading.Thread):
         self.latencies, self.statuses = [], {}
 
     def run(self):
-        from sam2kit.amg import rle_to_mask
+        from sam2kit.image.amg import rle_to_mask
 
         with httpx.Client(base_url=self.url, timeout=120) as c:
             while time.monotonic() < self.until:

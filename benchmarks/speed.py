@@ -262,7 +262,7 @@ def _count_cpu_attention_flops() -> None:
         b, h, n, e = query_shape
         return 2 * b * h * n * key_shape[-2] * (e + value_shape[-1])
 
-    @register_flop_formula(torch.ops.mkldnn._linear_pointwise)  # oneDNN linear (sam2kit.tuning)
+    @register_flop_formula(torch.ops.mkldnn._linear_pointwise)  # oneDNN linear (sam2kit.kernels.tuning)
     def _linear_flops(x_shape, w_shape, *args, out_shape=None, **kwargs):
         rows = 1
         for d in x_shape[:-1]:
@@ -327,8 +327,9 @@ def machine_peak(threads: int) -> dict:
 
 
 def child_tuning(impl: str, job: dict) -> dict:
-    """sam2kit's kernel choices on this machine (measured now unless cached; sam2kit.tuning)."""
-    from sam2kit import modes, tuning
+    """sam2kit's kernel choices on this machine (measured now unless cached; sam2kit.kernels.tuning)."""
+    from sam2kit import modes
+    from sam2kit.kernels import tuning
 
     return {"machine": tuning.machine_key(), "native_bf16": modes.native_bf16_cpu(),
             "tuning_mode": tuning.mode(), "choices": tuning.decide_all()}
@@ -481,7 +482,7 @@ def print_table(results: dict) -> None:
 
 
 def cpu_name() -> str:
-    from sam2kit.tuning import cpu_model  # the one CPU naming (model, family/model/stepping)
+    from sam2kit.kernels.tuning import cpu_model  # the one CPU naming (model, family/model/stepping)
 
     return cpu_model()
 

@@ -28,7 +28,7 @@ import numpy as np
 
 
 def cpu_name() -> str:
-    from sam2kit.tuning import cpu_model  # the one CPU naming (model, family/model/stepping)
+    from sam2kit.kernels.tuning import cpu_model  # the one CPU naming (model, family/model/stepping)
 
     return cpu_model()
 
@@ -119,7 +119,7 @@ def memory(args) -> dict:
 
 
 def realtime(args) -> dict:
-    from sam2kit.streams import FrameFeed, LiveSource
+    from sam2kit.video.sources import FrameFeed, LiveSource
 
     frames = synthetic_frames()
 

@@ -16,7 +16,7 @@ import torch
 
 from sam2kit import get_config
 from sam2kit.build import build_model
-from sam2kit.tuning import cpu_model as cpu_name  # noqa: F401  (re-exported: the one CPU naming)
+from sam2kit.kernels.tuning import cpu_model as cpu_name  # noqa: F401  (re-exported: the one CPU naming)
 
 
 def random_checkpoint(path: Path, name: str = "sam2-hiera-tiny", seed: int = 0) -> Path:

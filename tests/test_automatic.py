@@ -10,7 +10,7 @@ import torch
 
 from small_model import SMALL
 from sam2kit import SAM2AutomaticMaskGenerator
-from sam2kit import amg
+from sam2kit.image import amg
 from sam2kit.build import build_model
 
 # ---- grids and crops ----------------------------------------------------------------------

@@ -31,7 +31,7 @@ from PIL import Image
 
 import sam2kit
 from conftest import synthetic_image
-from sam2kit.amg import rle_to_mask
+from sam2kit.image.amg import rle_to_mask
 from sam2kit.build import build_model
 from sam2kit.cli import main
 

@@ -12,7 +12,12 @@ import pytest
 from sam2kit.batch import InputError, Ledger, discover, read_manifest
 from sam2kit.batch.items import Item, check_unique
 from sam2kit.batch.runner import item_hash, settings_of
-from sam2kit.batch.worker import command_argv, encode_coco, parse_single
+from sam2kit.batch.worker import encode_coco
+from sam2kit.jobs.image import ImageJob
+from sam2kit.cli.batch import typed
+from sam2kit.jobs.items import ItemPrompts, for_item
+from sam2kit.jobs.prompts import image_point
+from sam2kit.jobs.video import VideoJob
 
 
 def touch(path, data=b"x"):
@@ -65,7 +70,7 @@ def test_inputs_that_name_nothing_or_clash(tree):
         check_unique([Item("annotations.json", "/x/annotations.json")])
 
 
-def test_image_manifest_prompts_become_the_commands_options(tmp_path):
+def test_image_manifest_prompts_become_the_jobs_prompts(tmp_path):
     m = tmp_path / "m.jsonl"
     lines = [{"path": "a.jpg", "points": [[10, 20.5], [-0.25, "50%"]], "labels": [1, 0], "box": [1, 2, 30, 40]},
              {"path": "sub/b.png", "boxes": [[1, 2, 3, 4], [5, 6, 7, 8]]},
@@ -74,15 +79,16 @@ def test_image_manifest_prompts_become_the_commands_options(tmp_path):
     m.write_text("\n".join(json.dumps(x) for x in lines) + "\n\n")
     items = {it.key: it for it in read_manifest(str(m), "image")}
     assert set(items) == {"a.jpg", "sub/b.png", "data/c.png", "d", "e.png"}
-    assert items["a.jpg"].prompts == ("--point=10,20.5:1", "--point=-0.25,50%:0", "--box=1,2,30,40")
+    assert items["a.jpg"].prompts.texts() == ["--point=10,20.5:1", "--point=-0.25,50%:0", "--box=1,2,30,40"]
     assert items["a.jpg"].source == str(tmp_path / "a.jpg")
-    assert items["sub/b.png"].prompts == ("--box=1,2,3,4", "--box=5,6,7,8")
-    assert items["data/c.png"].prompts == ("--grid=4x4",) and items["e.png"].prompts == ()
+    assert items["sub/b.png"].prompts.texts() == ["--box=1,2,3,4", "--box=5,6,7,8"]
+    assert items["data/c.png"].prompts.grid == (4, 4) and items["e.png"].prompts is None
     assert items["d"].source == "s3://bucket/d.png"
-    # the single-item parser reads them (negative numbers too) and they replace the default prompt
-    argv = command_argv("image", ("--grid=3x3", "--resolution=256"), "a.jpg", "o", items["a.jpg"].prompts)
-    ns = parse_single(argv)
-    assert ns.grid is None and [p.text for p in ns.point] == ["10,20.5:1", "-0.25,50%:0"] and ns.resolution == 256
+    # parsed as the command parses them (negative numbers too), they replace the default prompt
+    job = for_item(ImageJob(grid=(3, 3)), "a.jpg", items["a.jpg"].prompts)
+    assert job.grid is None and [p.text for p in job.point] == ["10,20.5:1", "-0.25,50%:0"]
+    assert [(p.x.value, p.y.percent, p.label) for p in job.point] == [(10.0, False, 1), (-0.25, True, 0)]
+    assert str(job.image) == "a.jpg" and len(job.box) == 1
 
 
 def test_video_manifest_and_malformed_lines(tmp_path):
@@ -91,8 +97,8 @@ def test_video_manifest_and_malformed_lines(tmp_path):
         {"frame": 3, "object": 2, "points": [[5, 6]], "labels": [0]},
         {"box": [1, 2, 3, 4]}]}) + "\n")
     (item,) = read_manifest(str(m), "video")
-    assert item.prompts == ("--point=3:5,6:0@2", "--box=0:1,2,3,4@1")
-    ns = parse_single(command_argv("video", (), "clip.mp4", "o", item.prompts))
+    assert item.prompts.texts() == ["--point=3:5,6:0@2", "--box=0:1,2,3,4@1"]
+    ns = for_item(VideoJob(), "clip.mp4", item.prompts)
     assert [(p.frame, p.obj, p.label) for p in ns.point] == [(3, 2, 0)] and ns.box[0].frame == 0
     for line, message in [("{not json", "not JSON"), ('{"points": []}', 'with a "path"'),
                           ('{"path": "a.png", "points": [[1]]}', "a point must be a list of 2"),
@@ -108,19 +114,22 @@ def test_video_manifest_and_malformed_lines(tmp_path):
 
 
 def test_settings_hash_covers_outputs_not_hardware():
-    base = settings_of("image", ("--resolution=256", "--grid=3x3"))
+    def settings(task, options):  # the typed model and job, as sam2kit batch reads the options
+        return settings_of(*typed(task, options))
+
+    base = settings("image", ("--resolution=256", "--grid=3x3"))
     it = Item("a.jpg", "/a.jpg")
     same = [("--resolution=256", "--grid=3x3", "--device=cpu", "--compile")]
     other = [("--resolution=512", "--grid=3x3"), ("--resolution=256", "--grid=2x2"),
              ("--resolution=256", "--grid=3x3", "--single-mask"), ("--resolution=256", "--grid=3x3", "--int8"),
              ("--resolution=256", "--grid=3x3", "--model=small")]
     h = item_hash(base, it)
-    assert all(item_hash(settings_of("image", o), it) == h for o in same)
-    assert len({item_hash(settings_of("image", o), it) for o in other} | {h}) == len(other) + 1
-    assert item_hash(settings_of("auto", ("--resolution=256",)), it) != item_hash(settings_of("image", ("--resolution=256",)), it)
+    assert all(item_hash(settings("image", o), it) == h for o in same)
+    assert len({item_hash(settings("image", o), it) for o in other} | {h}) == len(other) + 1
+    assert item_hash(settings("auto", ("--resolution=256",)), it) != item_hash(settings("image", ("--resolution=256",)), it)
     # an item's own prompt replaces the default one in its hash
-    own = Item("a.jpg", "/a.jpg", ("--point=1,2:1",))
-    assert item_hash(base, own) == item_hash(settings_of("image", ("--resolution=256", "--grid=2x2")), own) != h
+    own = Item("a.jpg", "/a.jpg", ItemPrompts(point=(image_point("1,2:1"),)))
+    assert item_hash(base, own) == item_hash(settings("image", ("--resolution=256", "--grid=2x2")), own) != h
 
 
 def test_ledger_records_each_state_change(tmp_path):

@@ -366,7 +366,7 @@ def test_video_reverse_start_and_max_frames(ckpt, clip, tmp_path, capsys):
 
 
 def test_failure_while_tracking_leaves_nothing(ckpt, clip, tmp_path, capsys, monkeypatch):
-    from sam2kit.cli import video
+    from sam2kit.jobs import video
 
     calls = []
 
@@ -385,12 +385,12 @@ def test_failure_while_tracking_leaves_nothing(ckpt, clip, tmp_path, capsys, mon
 
 
 def test_interrupt_leaves_nothing(ckpt, photo, tmp_path, capsys, monkeypatch):
-    from sam2kit.cli import image
+    from sam2kit.jobs import image as image_job
 
     def interrupted(*a, **k):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(image, "predict_all", interrupted)
+    monkeypatch.setattr(image_job, "predict_all", interrupted)
     out = tmp_path / "out"
     rc, _, err = cli(capsys, "image", photo, "-o", out, "--checkpoint", ckpt, *RES, "-q")
     assert rc == 130 and "interrupted" in err and nothing_written(out)
@@ -511,7 +511,7 @@ def test_unreadable_image_and_video(ckpt, photo, clip, tmp_path, capsys, monkeyp
     if hasattr(os, "geteuid") and os.geteuid() == 0:  # root reads anything: pretend it cannot
         import PIL.Image
 
-        from sam2kit.cli import video
+        from sam2kit.jobs import video
 
         def no_access(*a, **k):
             raise PermissionError(13, "Permission denied")

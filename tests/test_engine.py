@@ -24,7 +24,7 @@ from conftest import synthetic_image
 from sam2kit import (SAM2AutomaticMaskGenerator, SAM2ImagePredictor, SAM2VideoPredictor, SpillLimitError,
                      get_config)
 from sam2kit.build import build_model
-from sam2kit.spill import PREFIX, remove_stale_spill_folders
+from sam2kit.video.spill import PREFIX, remove_stale_spill_folders
 from small_model import SMALL
 
 SMALL21 = dataclasses.replace(SMALL, name="test-small-2.1", no_obj_embed_spatial=True,
@@ -415,7 +415,7 @@ def test_a_damaged_first_frame_is_named_when_the_folder_is_opened(model, tmp_pat
 def test_decompression_bombs_are_refused_with_the_limit_and_how_to_raise_it(tmp_path):
     from PIL import Image
 
-    from sam2kit.images import ImageReadError, read_image
+    from sam2kit.image.io import ImageReadError, read_image
 
     bomb = tmp_path / "bomb.png"
     Image.new("L", (12000, 9000)).save(bomb)  # 108 Mpx of zeros: a ~100 kB file

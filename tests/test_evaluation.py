@@ -1,4 +1,4 @@
-"""J&F evaluation (sam2kit.evaluation, `sam2kit evaluate`): hand-computed values, the official
+"""J&F evaluation (sam2kit.vos.evaluation, `sam2kit evaluate`): hand-computed values, the official
 definitions, and the numbers of vos-benchmark (pip), which reproduces davis2017-evaluation and
 is what SA-V's sav_evaluator.py copies, on fixtures the tests make."""
 
@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from sam2kit.cli import main
-from sam2kit.datasets import davis_palette, save_png
-from sam2kit.evaluation import evaluate, f_measure, frame_scores, jaccard, seg2bmap, statistics
-from sam2kit.evaluation.metrics import bound_radius, decay_bins
+from sam2kit.vos.datasets import davis_palette, save_png
+from sam2kit.vos.evaluation import evaluate, f_measure, frame_scores, jaccard, seg2bmap, statistics
+from sam2kit.vos.evaluation.metrics import bound_radius, decay_bins
 from vos_fixtures import make_davis, make_sav, shapes_video, write_palette_masks
 
 

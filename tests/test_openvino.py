@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from conftest import synthetic_image
-from sam2kit import SAM2ImagePredictor, modes, openvino_backend
+from sam2kit import SAM2ImagePredictor, modes
+from sam2kit.modes import openvino as openvino_backend
 from sam2kit.cli import main
 from test_modes import BF16, image_figures, video_figures
 

@@ -18,7 +18,7 @@ from PIL import Image
 
 from page_harness import (Browser, Server, assert_drawn, need_browser, object_colours, point_on_canvas,
                           random_checkpoint, read_canvas, request_json, settle)
-from sam2kit.amg import rle_to_mask
+from sam2kit.image.amg import rle_to_mask
 
 SIZE = (600, 400)  # the sample photo
 
@@ -266,7 +266,7 @@ def test_rle_decoding_in_the_page_matches_sam2kit(page):
     """The page's COCO RLE decoder (js/rle.js) on masks the drawing tests do not meet: empty,
     full, one pixel, noise, stripes, a large rectangle with a hole, and a 4100x4096 mask whose
     first run (over 2^24) needs six 5-bit groups and whose later runs have negative differences."""
-    from sam2kit.amg import coco_encode_rle, coco_string_to_counts, mask_to_rle
+    from sam2kit.image.amg import coco_encode_rle, coco_string_to_counts, mask_to_rle
 
     rng = np.random.default_rng(0)
     big = np.zeros((2000, 3000), bool)

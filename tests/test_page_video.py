@@ -23,7 +23,7 @@ from PIL import Image
 
 from page_harness import (Browser, Server, assert_drawn, bare_canvas, need_browser, object_colours,
                           point_on_canvas, random_checkpoint, request_json, settle)
-from sam2kit.amg import rle_to_mask
+from sam2kit.image.amg import rle_to_mask
 
 SIZE = (640, 360)  # the sample clip: 75 frames at 25 fps
 

@@ -26,7 +26,7 @@ import torch
 
 from conftest import REFERENCE_YAML, run_reference, synthetic_image
 from sam2kit import SAM2AutomaticMaskGenerator, build_sam2
-from sam2kit.amg import rle_to_mask
+from sam2kit.image.amg import rle_to_mask
 
 pytestmark = pytest.mark.parity
 
@@ -122,7 +122,7 @@ def test_box_nms_matches_torchvision(reference_python, tmp_path):
     """Random integer boxes (as boxes of masks are) with many equal scores, 300 and 1500 of
     them: the same kept boxes; the same order with <= 1000 boxes (above that torchvision's
     CPU path sorts equal scores arbitrarily, so only the scores' order is compared)."""
-    from sam2kit.amg import box_nms
+    from sam2kit.image.amg import box_nms
 
     g = torch.Generator().manual_seed(0)
     jobs = []

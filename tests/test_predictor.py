@@ -11,7 +11,7 @@ from conftest import synthetic_image
 from small_model import SMALL
 from sam2kit import SAM2ImagePredictor
 from sam2kit.build import build_model
-from sam2kit.postprocess import connected_components, fill_holes_and_remove_sprinkles
+from sam2kit.image.postprocess import connected_components, fill_holes_and_remove_sprinkles
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ from PIL import Image
 
 from conftest import synthetic_image
 from sam2kit import SAM2AutomaticMaskGenerator, SAM2ImagePredictor, SAM2VideoPredictor
-from sam2kit.amg import rle_to_mask
-from sam2kit.automatic import coco_annotations
+from sam2kit.image.amg import rle_to_mask
+from sam2kit.image.automatic import coco_annotations
 from serve_helpers import Server, moving_frames, random_checkpoint, write_mp4
 
 N_FRAMES = 16
@@ -344,7 +344,7 @@ def test_videos_from_the_media_root_and_hostile_videos(api, files):
     error(api.post(f"/api/videos/{sid}/propagate", json={}), 409, "no object")
     mask = np.zeros((96, 128), bool)
     mask[30:60, 20:50] = True
-    from sam2kit.amg import coco_encode_rle, mask_to_rle
+    from sam2kit.image.amg import coco_encode_rle, mask_to_rle
 
     got = api.post(url, json=dict(frame=0, object=4, mask=coco_encode_rle(mask_to_rle(mask)))).json()
     assert np.array_equal(decode(got["objects"][0]["rle"]), mask)

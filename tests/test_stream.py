@@ -15,7 +15,7 @@ from PIL import Image
 from small_model import SMALL
 from test_video import SMALL21, make_model, moving_frames
 from sam2kit import SAM2VideoPredictor
-from sam2kit.streams import FolderSource, FrameFeed, IndexRanges, IterSource, StreamError, open_stream
+from sam2kit.video.sources import FolderSource, FrameFeed, IndexRanges, IterSource, StreamError, open_stream
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +153,7 @@ def _png_bytes(arr):
 def test_any_container_is_judged_by_opening(tmp_path):
     import av
 
-    from sam2kit.video_io import open_frames
+    from sam2kit.video.io import open_frames
 
     frames = moving_frames(6)
     path = tmp_path / "clip.ts"

@@ -185,7 +185,7 @@ SLOW_FOURTH_FRAME = """
 import sys, time
 from pathlib import Path
 import sam2kit.cli.live as live
-import sam2kit.stream_session as ss
+import sam2kit.video.stream_session as ss
 marks = Path(sys.argv[1])
 track, handle = ss.StreamSession.track, live.StopSignals._handle
 
@@ -360,9 +360,9 @@ def test_live_recorder_stays_bounded(tmp_path):
     """A long synthetic feed (every third frame dropped): what the recorder holds and the size of
     results.json are the same after N and after 3N frames; frames.jsonl has one line per
     tracked frame, the entry a file run lists; the totals are a file run's."""
-    from sam2kit.cli.live_results import LiveRecorder
-    from sam2kit.cli.video import frame_entry, totals
-    from sam2kit.streams import IndexRanges
+    from sam2kit.jobs.live_results import LiveRecorder
+    from sam2kit.jobs.video import frame_entry, totals
+    from sam2kit.video.sources import IndexRanges
 
     obj_ids, rng = [1, 2], np.random.default_rng(0)
     results = {"video": {}, "tracking": {"status": "running", "complete": False}, "frames": []}

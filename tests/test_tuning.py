@@ -1,4 +1,4 @@
-"""Kernel choices by measurement (sam2kit.tuning): measuring, the cache file, remeasuring,
+"""Kernel choices by measurement (sam2kit.kernels.tuning): measuring, the cache file, remeasuring,
 processes sharing one measurement, and every candidate computing what the default computes."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sam2kit import tuning
-from sam2kit.modeling.common import linear_act
+from sam2kit.kernels import tuning
+from sam2kit.kernels.linear import linear_act
 from sam2kit.modeling.mask_decoder import MaskDecoder
-from sam2kit.modeling.transformer import memory_attention_kernel
+from sam2kit.kernels.attention import memory_attention_kernel
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -102,7 +102,7 @@ def test_pinned(fresh, fake_choice):
 def test_processes_share_one_measurement(fresh):
     """Two processes starting together on an empty cache: one measures, the other waits for the
     file lock and reads its result; both use the same kernel."""
-    code = ("import json, torch; torch.set_num_threads(1); from sam2kit import tuning; tuning.choose('linear'); "
+    code = ("import json, torch; torch.set_num_threads(1); from sam2kit.kernels import tuning; tuning.choose('linear'); "
             "print(json.dumps(tuning.decisions()['linear']))")
     env = dict(os.environ, PYTHONPATH=os.path.join(ROOT, "src"))
     procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env=env)
@@ -171,7 +171,7 @@ def test_bf16_memory_attention_candidates_agree():
 
 
 def test_bf16_global_attention_candidates_agree():
-    from sam2kit.modeling.hiera import attention, bf16_chunked_attention
+    from sam2kit.kernels.attention import attention, bf16_chunked_attention
 
     g = torch.Generator().manual_seed(0)
     q, k, v = (torch.randn(1, 2, n, 32, generator=g) for n in (1100, 1500, 1500))

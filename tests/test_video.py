@@ -74,12 +74,12 @@ def test_propagation_hands_free_heap_memory_back_when_asked(predictor, monkeypat
     """With release_memory_every=N the heap's free pages go back to the system every N frames
     and at close, so a long video's RSS does not creep up with fragmentation; without it (the
     library's default) the host process's heap is left alone."""
-    import sam2kit.session
-    import sam2kit.video_predictor
+    import sam2kit.video.session
+    import sam2kit.video.predictor
 
     calls = []
-    monkeypatch.setattr(sam2kit.video_predictor, "release_free_memory", lambda: calls.append("frame"))
-    monkeypatch.setattr(sam2kit.session, "release_free_memory", lambda: calls.append("close"))
+    monkeypatch.setattr(sam2kit.video.predictor, "release_free_memory", lambda: calls.append("frame"))
+    monkeypatch.setattr(sam2kit.video.session, "release_free_memory", lambda: calls.append("close"))
     for every, expected in ((4, ["frame"] * 4 + ["close"]), (None, [])):  # before frames 4, 8, 12, 16
         calls.clear()
         with predictor.init_state(moving_frames(18), release_memory_every=every) as s:

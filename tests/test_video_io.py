@@ -1,4 +1,4 @@
-"""Frame sources (sam2kit.video_io): videos made here with PyAV, PNG/JPEG folders, arrays."""
+"""Frame sources (sam2kit.video.io): videos made here with PyAV, PNG/JPEG folders, arrays."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sam2kit.video_io import FrameSource, open_frames
+from sam2kit.video.io import FrameSource, open_frames
 
 av = pytest.importorskip("av")
 

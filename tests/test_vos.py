@@ -17,7 +17,7 @@ from sam2kit import build_sam2_video_predictor
 from sam2kit.build import build_model
 from sam2kit.cli import main
 from sam2kit.configs import get_config
-from sam2kit.video_predictor import SAM2VideoPredictor, apply_non_overlapping_constraints
+from sam2kit.video.predictor import SAM2VideoPredictor, apply_non_overlapping_constraints
 from small_model import SMALL
 from vos_fixtures import make_davis, make_sav, shapes_video
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from sam2kit.datasets import davis_palette, save_png
+from sam2kit.vos.datasets import davis_palette, save_png
 
 
 def shapes_video(n: int, h: int, w: int, seed: int = 0, objects: int = 4, void: bool = True, appear: int = 2):

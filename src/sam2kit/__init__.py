@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _EXPORTS = {
-    "SAM2AutomaticMaskGenerator": "sam2kit.automatic",
+    "SAM2AutomaticMaskGenerator": "sam2kit.image.automatic",
     "CheckpointError": "sam2kit.build",
     "CheckpointNotFoundError": "sam2kit.build",
     "build_sam2": "sam2kit.build",
@@ -23,11 +23,11 @@ _EXPORTS = {
     "get_config": "sam2kit.configs",
     "release_free_memory": "sam2kit.devices",
     "tune_cpu_allocator": "sam2kit.devices",
-    "SAM2ImagePredictor": "sam2kit.predictor",
-    "VideoSession": "sam2kit.session",
-    "SpillLimitError": "sam2kit.spill",
-    "SAM2VideoPredictor": "sam2kit.video_predictor",
-    "build_sam2_video_predictor": "sam2kit.video_predictor",
+    "SAM2ImagePredictor": "sam2kit.image.predictor",
+    "VideoSession": "sam2kit.video.session",
+    "SpillLimitError": "sam2kit.video.spill",
+    "SAM2VideoPredictor": "sam2kit.video.predictor",
+    "build_sam2_video_predictor": "sam2kit.video.predictor",
 }
 
 __all__ = ["load_model", "model_id", "build_sam2", "build_sam2_video_predictor", "SAM2ImagePredictor",

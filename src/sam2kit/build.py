@@ -9,11 +9,12 @@ from pathlib import Path
 
 import torch
 
-from .configs import CONFIGS, SAM2Config, get_config
-from .devices import resolve_device
-from .hub import CheckpointNotFoundError, download_checkpoint, how_to_get
-from .modeling.sam2 import SAM2Model
-from .modes import apply_modes, check_modes
+from sam2kit.configs import CONFIGS, SAM2Config, get_config
+from sam2kit.devices import resolve_device
+from sam2kit.hub import CheckpointNotFoundError, download_checkpoint, how_to_get
+from sam2kit.modeling.sam2 import SAM2Model
+from sam2kit.modes import apply_modes, check_modes
+from sam2kit.errors import CheckpointError
 
 __all__ = ["build_sam2", "load_model", "resolve_model", "model_id", "build_model", "load_checkpoint",
            "load_state_dict_file", "identify_config", "FromPretrained", "CheckpointError",
@@ -22,10 +23,6 @@ __all__ = ["build_sam2", "load_model", "resolve_model", "model_id", "build_model
 # short model names (the command line's --model) -> the size part of the official names
 SHORT_NAMES = {"tiny": "tiny", "t": "tiny", "small": "small", "s": "small", "base-plus": "base-plus",
                "base_plus": "base-plus", "b+": "base-plus", "large": "large", "l": "large"}
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file exists but cannot be used; the message names the cause."""
 
 
 def build_model(config: SAM2Config, device="cpu") -> SAM2Model:

@@ -6,11 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .configs import SAM2Config
-
-
-class CheckpointNotFoundError(FileNotFoundError):
-    """No checkpoint could be found or fetched; the message says how to get one."""
+from sam2kit.configs import SAM2Config
+from sam2kit.errors import CheckpointNotFoundError
 
 
 def how_to_get(config: SAM2Config) -> str:

@@ -13,13 +13,28 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .datasets import davis_palette
 
 OVERLAY_ALPHA = 0.45
 # tab10, then evenly spread hues
 _TAB10 = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
           (140, 86, 75), (227, 119, 194), (127, 127, 127), (188, 189, 34), (23, 190, 207)]
 BBOX_FORMAT = "[x_min, y_min, x_max, y_max]: inclusive pixel indices; null for an empty mask"
+
+
+def davis_palette() -> list[int]:
+    """The 256-colour palette of DAVIS / PASCAL VOC annotations (index 0 black), flattened;
+    byte for byte the DAVIS_PALETTE of Meta's tools/vos_inference.py."""
+    pal = []
+    for i in range(256):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        pal += [r, g, b]
+    return pal
 
 
 def colour(k: int) -> tuple[int, int, int]:

@@ -15,7 +15,7 @@ root, in POSIX form; the batch writes its outputs to ``OUT/<key>/``:
 
 Names starting with ``.`` are skipped when folders are walked. Manifest lines may carry the
 item's own prompts, which replace the batch's default prompt for that item (README, "Many
-files"); here they become the single-item command's own prompt options.
+files"); here they are parsed into the job's typed prompts (``sam2kit.jobs.items.ItemPrompts``).
 """
 
 from __future__ import annotations
@@ -27,9 +27,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sam2kit.video_io import VIDEO_EXTENSIONS
+from sam2kit.video.io import VIDEO_EXTENSIONS
 
-from .storage import is_remote, url_to_fs
+from sam2kit.batch.storage import is_remote, url_to_fs
+from sam2kit.errors import ManifestError as InputError
+from sam2kit.jobs import prompts as P
+from sam2kit.jobs.items import ItemPrompts
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
 FRAME_EXTENSIONS = (".jpg", ".jpeg", ".png")  # what a frame folder holds (sam2kit video)
@@ -38,19 +41,14 @@ RESERVED = ("annotations.json", "batch.sqlite", ".batch")  # OUT's own entries
 _GLOB = re.compile(r"[*?\[]")
 
 
-class InputError(ValueError):
-    """Inputs that name nothing, clash, or a malformed manifest (the message says which)."""
-
-
 @dataclass(frozen=True)
 class Item:
     """One unit of work. ``source``: an absolute local path or a URL. ``prompts``: the item's
-    own prompt options as command-line tokens (``("--point=10,20:1", ...)``), empty for the
-    batch's default prompt."""
+    own prompts, typed as the job's (``ItemPrompts``), None for the batch's default prompt."""
 
     key: str
     source: str
-    prompts: tuple[str, ...] = ()
+    prompts: ItemPrompts | None = None
 
 
 # ---- files, folders and globs -------------------------------------------------------------
@@ -178,7 +176,7 @@ def read_manifest(text: str, task: str) -> list[Item]:
                              "{\"path\": \"photos/a.jpg\", \"points\": [[120, 80]]}")
         item_path, key = _manifest_place(entry, fs, root, remote)
         source = item_path if is_remote(item_path) or not remote else fs.unstrip_protocol(item_path)
-        items.append(Item(key, source, _manifest_prompts(entry, task, where)))
+        items.append(Item(key, source, _typed(_manifest_prompts(entry, task, where), task, where)))
     if not items:
         raise InputError(f"manifest {text!r} lists no items")
     return items
@@ -271,3 +269,21 @@ def _video_prompts(prompts, where: str) -> tuple[str, ...]:
         if "box" in p:
             tokens.append(f"--box={frame}:{_coords(p['box'], 4, 'a box', where)}@{obj}")
     return tuple(tokens)
+
+
+def _typed(tokens: tuple[str, ...], task: str, where: str) -> ItemPrompts | None:
+    """The manifest's prompts, written as the command line writes them, parsed into the job's
+    typed prompts (None: the batch's default prompt); a bad one names its line."""
+    if not tokens:
+        return None
+    parse = {"--point": P.video_point if task == "video" else P.image_point,
+             "--box": P.video_box if task == "video" else P.image_box, "--grid": P.grid}
+    found: dict[str, list] = {"--point": [], "--box": [], "--grid": []}
+    for token in tokens:
+        flag, _, text = token.partition("=")
+        try:
+            found[flag].append(parse[flag](text))
+        except P.PromptError as e:
+            raise InputError(f"{where}: {e}") from None
+    return ItemPrompts(tuple(found["--point"]), tuple(found["--box"]),
+                       found["--grid"][-1] if found["--grid"] else None)

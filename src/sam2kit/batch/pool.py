@@ -14,7 +14,7 @@ import multiprocessing as mp
 from collections import deque
 from multiprocessing.connection import wait as wait_any
 
-from .worker import BatchSpec, ItemResult, ItemRunner, WorkItem, process_main
+from sam2kit.batch.worker import BatchSpec, ItemResult, ItemRunner, WorkItem, process_main
 
 
 class InitError(RuntimeError):

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import os
 
-from .pool import InitError
-from .worker import BatchSpec, ItemResult, ItemRunner, WorkItem
+from sam2kit.batch.pool import InitError
+from sam2kit.batch.worker import BatchSpec, ItemResult, ItemRunner, WorkItem
+from sam2kit.errors import InputError
+from sam2kit.jobs.common import one_line
 
 IN_FLIGHT_PER_ACTOR = 2
 LOCAL_OBJECT_STORE_BYTES = 256 * 2**20  # results are small: no need for Ray's 30% of memory
@@ -47,12 +49,10 @@ class RayWorker:
     """The actor: one model, one item at a time (Ray queues the second one in flight)."""
 
     def __init__(self, spec: BatchSpec, name: str):
-        from sam2kit.cli.common import CLIError, one_line
-
         self.runner, self.init_error = None, None
         try:
             self.runner = ItemRunner(spec, name)
-        except CLIError as e:
+        except InputError as e:
             self.init_error = str(e)
         except Exception as e:  # noqa: BLE001 - reported to the driver, which stops the batch
             self.init_error = f"{e.__class__.__name__}: {one_line(e)}"

@@ -25,13 +25,14 @@ from pathlib import Path
 
 import sam2kit
 
-from .items import Item
-from .ledger import Ledger
-from .storage import open_output
-from .worker import PROMPT_OPTIONS, BatchSpec, ItemResult, WorkItem, command_argv, parse_single
+from sam2kit.batch.items import Item
+from sam2kit.batch.ledger import Ledger
+from sam2kit.batch.storage import open_output
+from sam2kit.batch.worker import BatchSpec, ItemResult, WorkItem
+from sam2kit.jobs.items import JOB_TYPES, Job, job_prompt_texts, job_settings, task_of
+from sam2kit.jobs.model import ModelSpec
 
-NOT_SETTINGS = {"image", "video", "output", "overwrite", "quiet", "json", "run", "command",
-                "device", "compile"}
+MODEL_NOT_SETTINGS = {"device", "compile"}  # change outputs at most by float rounding
 SNAPSHOT_EVERY_S = 60.0  # an object-store output's ledger copy is refreshed this often
 
 
@@ -41,15 +42,17 @@ class BatchError(RuntimeError):
 
 @dataclass(frozen=True)
 class BatchConfig:
-    """A batch run. ``options``: the single-item command's options as ``--flag=value`` tokens
-    (the default prompt among them); ``workers``: processes, or actors with ``ray`` (``local``
+    """A batch run. ``model``: the model every worker loads; ``job``: the job every item is
+    made with, its default prompt among its fields (None: the task's job with its defaults;
+    its input is each item's); ``workers``: processes, or actors with ``ray`` (``local``
     or a cluster address); ``threads``: torch threads per worker (None: the cores / workers);
     ``items_per_task``: items in one Ray task; ``retries``: further attempts of a failing item
     in this run."""
 
     task: str
     output: str
-    options: tuple[str, ...] = ()
+    model: ModelSpec = ModelSpec()
+    job: Job | None = None
     workers: int = 1
     threads: int | None = None
     ray: str | None = None
@@ -60,30 +63,41 @@ class BatchConfig:
     verify: bool = False
     state_dir: str | None = None
 
+    def __post_init__(self):
+        if self.task not in JOB_TYPES:
+            raise ValueError(f"task must be one of {', '.join(JOB_TYPES)}, got {self.task!r}")
+        if self.job is None:
+            object.__setattr__(self, "job", JOB_TYPES[self.task]())
+        elif task_of(self.job) != self.task:
+            raise ValueError(f"a {type(self.job).__name__} is not a job of task {self.task!r}")
+
 
 # ---- settings -----------------------------------------------------------------------------
 
-def settings_of(task: str, options) -> dict:
-    """The options that change outputs, by the single-item parser's own reading of them (a
-    CLIError for bad options); the default prompt separately, as given."""
-    args = parse_single(command_argv(task, options, "ITEM", "OUT"))
-    settings = {"task": task}
-    for k, v in sorted(vars(args).items()):
-        if k in NOT_SETTINGS or k in ("point", "box", "grid"):
-            continue
-        settings[k] = v if isinstance(v, (int, float, bool, str, type(None))) else str(v)
+def settings_of(model: ModelSpec, job: Job) -> dict:
+    """The settings that change outputs: the task, the model's (not its device nor --compile)
+    and the job's (not its input); the default prompt separately, as written."""
+    import dataclasses
+
+    settings = {"task": task_of(job)}
+    for f in dataclasses.fields(model):
+        if f.name not in MODEL_NOT_SETTINGS:
+            v = getattr(model, f.name)
+            settings[f.name] = v if isinstance(v, (int, float, bool, str, type(None))) else str(v)
+    settings.update(job_settings(job))
+    settings = dict(sorted(settings.items()))
     for k in ("model", "checkpoint"):
         path = Path(str(settings.get(k) or "")).expanduser()
         if path.suffix in (".pt", ".pth") and path.is_file():
             settings[f"{k}_bytes"] = path.stat().st_size
-    settings["default_prompt"] = [t for t in options if t.split("=", 1)[0] in PROMPT_OPTIONS]
+    settings["default_prompt"] = job_prompt_texts(job)
     return settings
 
 
 def item_hash(settings: dict, item: Item) -> str:
     """The settings hash of an item's outputs: the settings with the prompt it gets."""
     s = {k: v for k, v in settings.items() if k != "default_prompt"}
-    s["prompt"] = list(item.prompts) if item.prompts else settings["default_prompt"]
+    s["prompt"] = item.prompts.texts() if item.prompts else settings["default_prompt"]
     return hashlib.sha256(json.dumps(s, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -113,7 +127,7 @@ def run_batch(config: BatchConfig, items: list[Item], console, make_backend=None
     (``sam2kit.cli.common.Console``); ``make_backend(spec)``: another backend (the benchmark's
     simulated cluster)."""
     t0 = time.time()
-    settings = settings_of(config.task, config.options)
+    settings = settings_of(config.model, config.job)
     output = open_output(config.output, config.state_dir)
     if output.foreign_content() and not config.overwrite:  # before anything is written there
         raise BatchError(f"output {output.url!r} holds files but no batch ledger; choose an "
@@ -126,7 +140,7 @@ def run_batch(config: BatchConfig, items: list[Item], console, make_backend=None
             t_plan = time.time()
             todo, skipped = plan(ledger, output, config, settings, items)
             t_items = time.time()
-            spec = BatchSpec(config.task, tuple(config.options), output.url, _threads(config))
+            spec = BatchSpec(config.task, config.model, config.job, output.url, _threads(config))
             tally, backend_text = Tally(), "nothing to do"
             if todo:
                 backend = make_backend(spec) if make_backend else _backend(config, spec, len(todo))
@@ -173,11 +187,11 @@ def _threads(config: BatchConfig) -> int | None:
 def _backend(config: BatchConfig, spec: BatchSpec, items: int):
     workers = min(config.workers, items)  # no model loads for workers with nothing to do
     if config.ray:
-        from .ray_backend import RayBackend
+        from sam2kit.batch.ray_backend import RayBackend
 
         return RayBackend(spec, config.ray, workers, spec.threads or 1, config.gpus_per_worker,
                           config.items_per_task)
-    from .pool import InProcessBackend, ProcessBackend
+    from sam2kit.batch.pool import InProcessBackend, ProcessBackend
 
     return InProcessBackend(spec) if workers == 1 else ProcessBackend(spec, workers)
 

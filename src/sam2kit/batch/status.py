@@ -7,8 +7,8 @@ import os
 import tempfile
 from pathlib import Path
 
-from .ledger import Ledger
-from .storage import LEDGER, open_output
+from sam2kit.batch.ledger import Ledger
+from sam2kit.batch.storage import LEDGER, open_output
 
 
 def batch_status(url: str, state_dir: str | None = None, failures: int = 20) -> dict:

@@ -19,14 +19,10 @@ import posixpath
 import shutil
 import tempfile
 from pathlib import Path
+from sam2kit.errors import StorageError
 
 LEDGER = "batch.sqlite"
 STATE = ".batch"  # OUT/.batch: staging folders, the driver's lock
-
-
-class StorageError(Exception):
-    """A URL that cannot be opened (unknown scheme, driver not installed), or an output that
-    another driver is writing."""
 
 
 def is_remote(text: str) -> bool:

@@ -1,54 +1,54 @@
-"""One worker: loads the model once, then makes items one at a time with the single-item
-commands' own code (``sam2kit image``, ``image --auto``, ``video``), so that every item's files
-are exactly those the command writes. The same ``ItemRunner`` serves the driver's own process
-(one worker), local worker processes and Ray actors.
+"""One worker: loads the model once, then makes items one at a time with the jobs the
+single-item commands run (``sam2kit.jobs``: image, auto, video), so that every item's files are
+exactly those the command writes. The same ``ItemRunner`` serves the driver's own process (one
+worker), local worker processes and Ray actors.
 
-Each item's namespace is parsed from the command's own argument list (``["image", PATH, "-o",
-STAGING, --grid=3x3, ...]``) by ``sam2kit.cli.build_parser()``, so defaults and checks are the
-command's. Outputs are written into a staging folder and committed (renamed or uploaded) only
-when complete.
+A batch is typed: the model (``ModelSpec``) and a job with the default prompt, sent once; each
+item is its input and, optionally, its own prompts (``ItemPrompts``). Outputs are written into a
+staging folder and committed (renamed or uploaded) only when complete.
 """
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
-import re
 import socket
 import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
-from .storage import fetch_input, is_remote, open_output
+from sam2kit.batch.storage import fetch_input, is_remote, open_output
+from sam2kit.errors import InputError
+from sam2kit.jobs.common import Console, one_line
+from sam2kit.jobs.items import ItemPrompts, Job, for_item, run_job
+from sam2kit.jobs.model import ModelSpec, load_model
 
-PROMPT_OPTIONS = ("--point", "--box", "--grid")  # an item's own prompts replace these
 ANNOTATION_STRIDE = 100_000  # COCO annotation id = image id * stride + k + 1 (k: the mask's index)
 
 
 @dataclass(frozen=True)
 class BatchSpec:
-    """What every worker needs, sent once: the task, the single-item command's options (as
-    ``--flag=value`` tokens, the default prompt among them), the output (path or URL) and the
-    torch threads of each worker (None: leave torch's default)."""
+    """What every worker needs, sent once: the task, the model, the job (its settings and the
+    default prompt; its input is each item's), the output (path or URL) and the torch threads
+    of each worker (None: leave torch's default)."""
 
     task: str
-    options: tuple[str, ...]
+    model: ModelSpec
+    job: Job
     output: str
     threads: int | None = None
 
 
 @dataclass(frozen=True)
 class WorkItem:
-    """One item to make: its ledger id (= COCO image id), output key, input, own prompt
-    tokens (empty: the default prompt) and the settings hash its outputs will carry."""
+    """One item to make: its ledger id (= COCO image id), output key, input, own prompts
+    (None: the default prompt) and the settings hash its outputs will carry."""
 
     id: int
     key: str
     source: str
-    prompts: tuple[str, ...] = ()
+    prompts: ItemPrompts | None = None
     settings: str = ""
 
 
@@ -65,53 +65,21 @@ class ItemResult:
     coco: bytes | None = None
 
 
-def command_argv(task: str, options, source: str, out: str, prompts=()) -> list[str]:
-    """The single-item command line for one item (``prompts`` replace the default prompt)."""
-    opts = [t for t in options if not (prompts and t.split("=", 1)[0] in PROMPT_OPTIONS)]
-    head = ["video" if task == "video" else "image", source, "-o", out, "-q"]
-    return head + (["--auto"] if task == "auto" else []) + opts + list(prompts)
-
-
-_PARSER = None
-
-
-def parse_single(argv: list[str]):
-    """The single-item command's namespace for ``argv``; a CLIError with the parser's own
-    message (one line) for bad options."""
-    global _PARSER
-    from sam2kit.cli import CLIError, build_parser
-
-    if _PARSER is None:
-        _PARSER = build_parser()
-    err = io.StringIO()
-    try:
-        with contextlib.redirect_stderr(err):
-            return _PARSER.parse_args(argv)
-    except SystemExit:
-        message = " ".join(err.getvalue().split()) or f"bad options: {' '.join(argv[4:])}"
-        raise CLIError(re.sub(r"^sam2kit \w+: error: ", "", message)) from None
-
-
 class ItemRunner:
-    """Loads the model named by ``spec.options`` once; ``run(work)`` makes one item."""
+    """Loads the model of ``spec`` once; ``run(work)`` makes one item."""
 
     def __init__(self, spec: BatchSpec, name: str | None = None):
         import torch
-
-        from sam2kit.cli.common import Console, load_model
 
         if spec.threads:
             torch.set_num_threads(spec.threads)
         self.spec = spec
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self.console = Console(quiet=True)
-        args = parse_single(command_argv(spec.task, spec.options, "ITEM", "OUT"))
-        self.model, self.model_info = load_model(args, self.console, args.resolution)
+        self.model, self.model_info = load_model(spec.model, self.console, spec.model.resolution)
         self.output = open_output(spec.output)
 
     def run(self, work: WorkItem) -> ItemResult:
-        from sam2kit.cli.common import CLIError, one_line
-
         t0 = time.perf_counter()
         staged = scratch = None
         try:
@@ -120,9 +88,8 @@ class ItemRunner:
             if is_remote(work.source):
                 scratch = self.output.scratch()
                 local = fetch_input(work.source, scratch)
-            args = parse_single(command_argv(self.spec.task, self.spec.options, local, staged,
-                                             work.prompts))
-            results = self._make(args, Path(staged))
+            job = for_item(self.spec.job, local, work.prompts)
+            results = run_job(job, self.console, Path(staged), self.model, self.model_info)
             if local != work.source:  # record where the input really is, not the download
                 _set_input_path(results, work.source, Path(staged) / "results.json")
             coco = None if self.spec.task == "video" else encode_coco(
@@ -130,7 +97,7 @@ class ItemRunner:
             self.output.commit(staged, work.key)
             staged = None
             return ItemResult(True, time.perf_counter() - t0, self.name, coco=coco)
-        except CLIError as e:
+        except InputError as e:
             error = str(e)
         except Exception as e:  # noqa: BLE001 - any failure of one item is that item's
             error = f"{e.__class__.__name__}: {one_line(e)}"
@@ -139,15 +106,6 @@ class ItemRunner:
                 if d is not None:
                     self.output.discard(d)
         return ItemResult(False, time.perf_counter() - t0, self.name, error=error)
-
-    def _make(self, args, out: Path) -> dict:
-        from sam2kit.cli import auto, image, video
-
-        if self.spec.task == "video":
-            return video.run(args, self.console, out, self.model, self.model_info)
-        if self.spec.task == "auto":
-            return auto.run_auto(args, self.console, out, image.load_image, self.model, self.model_info)
-        return image.run(args, self.console, out, self.model, self.model_info)
 
 
 def _set_input_path(results: dict, source: str, path: Path) -> None:
@@ -169,7 +127,7 @@ def coco_part(task: str, results: dict, out: Path, work: WorkItem) -> dict:
     import numpy as np
     from PIL import Image
 
-    from sam2kit.amg import coco_encode_rle, mask_to_rle
+    from sam2kit.image.amg import coco_encode_rle, mask_to_rle
 
     if task == "auto":
         info = results["images"][0]
@@ -211,13 +169,11 @@ def process_main(conn, spec: BatchSpec, name: str) -> None:
     with ``result``; exit on None or when the driver goes away (it dies with the driver)."""
     import signal
 
-    from sam2kit.cli.common import CLIError, one_line
-
     _die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle
     try:
         runner = ItemRunner(spec, name)
-    except CLIError as e:
+    except InputError as e:
         conn.send(("init_error", str(e)))
         return
     except Exception as e:  # noqa: BLE001

@@ -7,10 +7,11 @@ import argparse
 import sys
 
 from sam2kit import __version__, tune_cpu_allocator
+from sam2kit.errors import InputError
 
-from . import batch, demo, evaluate, image, models, serve, video, vos
-from .common import CLIError, Console, one_line
-from ..outputs import to_json
+from sam2kit.cli import batch, demo, evaluate, image, models, serve, video, vos
+from sam2kit.cli.common import CLIError, Console, Parser, one_line
+from sam2kit.outputs import to_json
 
 __all__ = ["main", "build_parser", "CLIError"]
 
@@ -34,18 +35,11 @@ interrupted by Ctrl-C (video on a live source: twice; the frames done are writte
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    """Usage errors as one line (the problem, and where to read more), exit status 2."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = _Parser(prog="sam2kit", description=DESCRIPTION,
+    p = Parser(prog="sam2kit", description=DESCRIPTION,
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"sam2kit {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     for module in (image, video, batch, models, demo, serve, vos, evaluate):
         module.add_parser(sub)
     return p
@@ -66,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     tune_cpu_allocator()  # this process is ours: large buffers are reused (README, "Speed")
     try:
         results, text = args.run(args, console)
-    except CLIError as e:
+    except InputError as e:  # CLIError among them: the library's and the commands' own
         return _fail(str(e), 2)
     except KeyboardInterrupt as e:  # a command may say what an interruption leaves (batch)
         return _fail(str(e) or "interrupted; nothing was written", 130)

@@ -1,21 +1,16 @@
-"""``sam2kit image --auto``: every mask of a photo (SAM2AutomaticMaskGenerator over a grid of
+"""``sam2kit image --auto``: the options of the automatic-masks job (``sam2kit.jobs.auto``): every mask of a photo (SAM2AutomaticMaskGenerator over a grid of
 clicks), written as one PNG per mask, a composite in distinct colours and a COCO-style JSON."""
 
 from __future__ import annotations
 
 import argparse
-import time
 from pathlib import Path
 
 import numpy as np
 
-import sam2kit
-from sam2kit import SAM2AutomaticMaskGenerator
-from sam2kit.amg import rle_to_mask
-from sam2kit.automatic import coco_annotations
+from sam2kit.jobs.auto import run_auto, settings  # noqa: F401 - for callers
 
-from .common import CLIError, Console, load_model, sample
-from ..outputs import colour, mask_png, save_json, tint
+from sam2kit.cli.common import CLIError
 
 HELP = """\
 --auto: segment everything. A grid of single clicks covers the image; each click's candidate
@@ -77,65 +72,6 @@ def check_auto_args(args) -> None:
     if clash:
         raise CLIError(f"--auto segments everything from its own grid of clicks; it does not take "
                        f"{', '.join(clash)} (leave {'them' if len(clash) > 1 else 'it'} out, or drop --auto)")
-
-
-def settings(args) -> dict:
-    """The SAM2AutomaticMaskGenerator arguments the options give."""
-    return dict(points_per_side=args.points_per_side, points_per_batch=args.points_per_batch,
-                pred_iou_thresh=args.pred_iou_thresh, stability_score_thresh=args.stability_thresh,
-                box_nms_thresh=args.box_nms_thresh, crop_n_layers=args.crop_layers,
-                min_mask_region_area=args.min_region_area, use_m2m=args.m2m, output_mode="uncompressed_rle")
-
-
-def run_auto(args, console: Console, out: Path, load_image, model=None, model_info=None) -> dict:
-    """Every mask of the image into ``out`` (a folder of its own, being written); ``model``: one
-    already loaded (batch runs), else the options' model is loaded. Returns results."""
-    t_start = time.perf_counter()
-    path = (args.image or sample("sample_photo.png")).expanduser()
-    image = load_image(path)
-    h, w = image.shape[:2]
-    if model is None:
-        model, model_info = load_model(args, console, args.resolution)
-    gen = SAM2AutomaticMaskGenerator(model, **settings(args))
-    bar = None
-
-    def progress(done: int, total: int) -> None:
-        nonlocal bar
-        if bar is None:
-            bar = console.progress(total=total, desc="click batches", unit="batch")
-        bar.update(1)
-
-    gen.progress = progress
-    t0 = time.perf_counter()
-    try:
-        records = gen.generate(image)
-    finally:
-        if bar is not None:
-            bar.close()
-    generate_s = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    masks = [rle_to_mask(r["segmentation"]) for r in records]
-    digits = max(3, len(str(len(records) - 1)))
-    annotations = coco_annotations(records)
-    for k, (a, m) in enumerate(zip(annotations, masks)):
-        a["mask_file"] = f"mask_{k:0{digits}d}.png"
-        mask_png(m).save(out / a["mask_file"])
-    tint(image, masks, [colour(k) for k in range(len(masks))]).save(out / "composite.png")
-    write_s = time.perf_counter() - t0
-    results = {
-        "sam2kit_version": sam2kit.__version__, "command": "image --auto",
-        **{k: v for k, v in model_info.items() if k != "load_model_s"},
-        "settings": {k: v for k, v in settings(args).items() if k != "output_mode"},
-        "bbox_format": "[x, y, width, height] (COCO): x, y the top-left pixel, width = last column - "
-                       "first column (as the reference's records)",
-        "timings_s": {"load_model": model_info["load_model_s"], "generate": round(generate_s, 4),
-                      "write": round(write_s, 4), "total": round(time.perf_counter() - t_start, 4)},
-        "images": [{"id": 1, "file_name": str(path.resolve()), "width": w, "height": h}],
-        "categories": [{"id": 1, "name": "object"}],
-        "annotations": annotations,
-    }
-    save_json(results, out / "results.json")
-    return results
 
 
 def summary_auto(results: dict, output: Path) -> str:

@@ -7,8 +7,8 @@ import argparse
 import os
 from pathlib import Path
 
-from .auto import check_auto_args
-from .common import CLIError, Console, add_feedback_options, check_model_options, one_line
+from sam2kit.cli.auto import check_auto_args
+from sam2kit.cli.common import CLIError, Console, add_feedback_options, check_model_options, one_line
 
 DESCRIPTION = """\
 Run `sam2kit image`, `image --auto` or `video` over many items, resumably:
@@ -136,13 +136,37 @@ def forwarded_options(args) -> tuple[str, ...]:
     return tuple(tokens)
 
 
-def _check_options(task: str, options) -> None:
-    from sam2kit.batch.worker import command_argv, parse_single
+def typed(task: str, options) -> tuple:
+    """(ModelSpec, job) of the forwarded options, read by the single-item command's own parser,
+    so that defaults and checks are the command's; a CLIError with the parser's message (one
+    line) for bad options."""
+    import contextlib
+    import io
+    import re
 
-    ns = parse_single(command_argv(task, options, "ITEM", "OUT"))
+    from sam2kit.cli import image, video
+    from sam2kit.cli.common import Parser, fields_of, model_spec
+    from sam2kit.jobs.auto import AutoJob
+    from sam2kit.jobs.image import ImageJob
+    from sam2kit.jobs.video import VideoJob
+
+    parser = Parser(prog="sam2kit")
+    sub = parser.add_subparsers(dest="command", parser_class=Parser)
+    image.add_parser(sub)
+    video.add_parser(sub)
+    argv = ["video" if task == "video" else "image", "ITEM", "-o", "OUT"] + (["--auto"] if task == "auto" else [])
+    err = io.StringIO()
+    try:
+        with contextlib.redirect_stderr(err):
+            ns = parser.parse_args(argv + list(options))
+    except SystemExit:
+        message = " ".join(err.getvalue().split()) or f"bad options: {' '.join(options)}"
+        raise CLIError(re.sub(r"^sam2kit \w+: error: ", "", message)) from None
     check_model_options(ns)
     if task == "auto":
         check_auto_args(ns)
+    job_type = {"image": ImageJob, "auto": AutoJob, "video": VideoJob}[task]
+    return model_spec(ns), fields_of(job_type, ns, **{"video" if task == "video" else "image": None})
 
 
 def command(args, console: Console) -> tuple[dict, str]:
@@ -156,8 +180,7 @@ def command(args, console: Console) -> tuple[dict, str]:
         raise CLIError("give the output with -o OUT (a folder or an s3:// URL), or --status OUT")
     if not args.inputs and not args.manifest:
         raise CLIError("give the items: files, folders or globs, or --manifest items.jsonl")
-    options = forwarded_options(args)
-    _check_options(args.task, options)
+    model, job = typed(args.task, forwarded_options(args))
     try:
         exclude = None if "://" in args.output else os.path.abspath(args.output)
         items = discover(args.inputs, args.task, exclude) if args.inputs else []
@@ -165,7 +188,7 @@ def command(args, console: Console) -> tuple[dict, str]:
             from sam2kit.batch.items import check_unique
 
             items = check_unique(items + read_manifest(args.manifest, args.task))
-        config = BatchConfig(args.task, args.output, options, args.workers, args.threads_per_worker,
+        config = BatchConfig(args.task, args.output, model, job, args.workers, args.threads_per_worker,
                              args.ray, args.gpus_per_worker, args.items_per_task, args.retries,
                              args.overwrite, args.verify, args.state_dir)
         report = run_batch(config, items, console)

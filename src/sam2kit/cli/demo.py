@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 
-from . import image, video
-from .common import (Console, StagedOutput, add_feedback_options, add_model_options,
+from sam2kit.cli import image, video
+from sam2kit.jobs import image as image_job
+from sam2kit.jobs import video as video_job
+from sam2kit.jobs.image import ImageJob
+from sam2kit.jobs.video import VideoJob
+from sam2kit.cli.common import (Console, StagedOutput, add_feedback_options, add_model_options,
                      add_output_options, check_model_options, load_model)
 
 DEMO_MAX_FRAMES = 25
@@ -43,23 +47,21 @@ def add_parser(sub) -> argparse.ArgumentParser:
 
 def command(args, console: Console) -> tuple[dict, str]:
     check_model_options(args)
-    image_args = argparse.Namespace(**vars(args), image=None, grid=None, point=[], box=[],
-                                    single_mask=False, max_pixels=image.DEFAULT_MAX_PIXELS)
-    video_args = argparse.Namespace(**vars(args), video=None, point=[], box=[], start_frame=None,
-                                    reverse=False, fps=None)
+    image_args = ImageJob()  # the sample photo, a 3x3 grid
+    video_args = VideoJob(max_frames=args.max_frames)  # the sample clip, the centre grid on frame 0
     video_resolution = args.resolution or DEMO_VIDEO_RESOLUTION
     with StagedOutput(args.output, args.overwrite) as out:
         (out / "image").mkdir()
         (out / "video").mkdir()
         model, info = load_model(args, console, args.resolution)
         console.note("image workflow: the sample photo, a 3x3 grid of clicks")
-        image_results = image.run(image_args, console, out / "image", model, info)
+        image_results = image_job.run(image_args, console, out / "image", model, info)
         if model.config.image_size != video_resolution:
             del model
             model, info = load_model(args, console, video_resolution)
         console.note(f"video workflow: the sample clip, first {args.max_frames} frames at "
                      f"resolution {video_resolution}")
-        video_results = video.run(video_args, console, out / "video", model, info)
+        video_results = video_job.run(video_args, console, out / "video", model, info)
     text = "\n".join([image.summary(image_results, args.output / "image"), "",
                       video.summary(video_results, args.output / "video"), "",
                       f"demo outputs in {args.output}"])

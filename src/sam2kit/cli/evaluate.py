@@ -7,11 +7,11 @@ import argparse
 from pathlib import Path
 
 import sam2kit
-from sam2kit.datasets import DatasetError
-from sam2kit.evaluation import evaluate, output_files, table, write_outputs
+from sam2kit.vos.datasets import DatasetError
+from sam2kit.vos.evaluation import evaluate, output_files, table, write_outputs
 
-from .common import CLIError, Console, add_feedback_options, one_line
-from .vos import add_dataset_options
+from sam2kit.cli.common import CLIError, Console, add_feedback_options, one_line
+from sam2kit.cli.vos import add_dataset_options
 
 DESCRIPTION = """\
 Score predicted masks against a benchmark's ground truth with the DAVIS 2017 measures: J

@@ -17,11 +17,13 @@ import numpy as np
 import sam2kit
 from sam2kit import SAM2VideoPredictor
 from sam2kit.devices import RELEASE_EVERY
-from sam2kit.streams import DEFAULT_TIMEOUT_S, FrameFeed, IndexRanges, StreamError, classify, open_stream
+from sam2kit.video.sources import DEFAULT_TIMEOUT_S, FrameFeed, IndexRanges, StreamError, classify, open_stream
 
-from . import prompts as P
-from .common import CLIError, Console, StagedOutput, load_model, one_line
-from .live_results import LiveRecorder
+from sam2kit.cli import prompts as P
+from sam2kit.cli.common import CLIError, Console, StagedOutput, load_model, one_line
+from sam2kit.cli.video_summary import summary
+from sam2kit.jobs.live_results import LiveRecorder
+from sam2kit.jobs.video import DEFAULT_FPS, FrameWriter, frame_entry
 
 LIVE_RESULTS_EVERY_S = 2.0
 BROKEN_EXIT = 3  # the stream broke or stalled; the outputs hold the frames done
@@ -104,8 +106,6 @@ def open_source(args):
 
 
 def command(args, console: Console) -> tuple[dict, str]:
-    from .video import summary
-
     with StopSignals() as signals:  # from here on, Ctrl-C and SIGTERM stop cleanly
         source = open_source(args)
         try:
@@ -190,7 +190,7 @@ class StopSignals:
 
 
 def header(model_info: dict, source, fps: float, prompts, obj_ids, args, realtime: bool) -> dict:
-    from ..outputs import BBOX_FORMAT, colour
+    from sam2kit.outputs import BBOX_FORMAT, colour
 
     path = source.name
     if source.kind in ("folder", "file"):
@@ -215,8 +215,6 @@ def header(model_info: dict, source, fps: float, prompts, obj_ids, args, realtim
 
 def run(args, console: Console, out: Path, source, signals: "StopSignals") -> dict:
     """Track the live ``source`` into ``out``; returns the results (status in "tracking")."""
-    from .video import DEFAULT_FPS, FrameWriter
-
     t_start = time.perf_counter()
     w, h = source.width, source.height
     prompts = P.video_prompts(args.point, args.box, 2**62, w, h, 0)
@@ -262,8 +260,6 @@ def track(args, console: Console, source, feed: FrameFeed, session, writer, reco
           signals: StopSignals, prompts: list, spent: dict) -> tuple[str, str]:
     """The frame loop: each frame from ``feed`` tracked, written and recorded, until the stream
     ends, a limit, a stop or an interruption; returns (status, message)."""
-    from .video import frame_entry
-
     w, h, obj_ids = source.width, source.height, writer.obj_ids
     tracking = recorder.results["tracking"]
     pending = sorted(prompts, key=lambda p: p.frame)

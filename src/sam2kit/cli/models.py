@@ -13,7 +13,7 @@ from sam2kit import CONFIGS, CheckpointNotFoundError, get_config
 from sam2kit.hub import cached_checkpoint, download_checkpoint
 from sam2kit.modeling.sam2 import SAM2Model
 
-from .common import CLIError, Console, add_feedback_options, hub_offline, model_source, one_line
+from sam2kit.cli.common import CLIError, Console, add_feedback_options, hub_offline, model_source, one_line
 
 
 def add_parser(sub) -> argparse.ArgumentParser:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from sam2kit.server.settings import ServeSettings
 
-from .common import CLIError, Console, add_model_options, check_model_options, load_model, one_line
+from sam2kit.cli.common import CLIError, Console, add_model_options, check_model_options, load_model, one_line
 
 DESCRIPTION = """\
 Serve SAM 2 over HTTP: the page at http://HOST:PORT/ (click to segment pictures, track objects

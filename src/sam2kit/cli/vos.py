@@ -8,11 +8,11 @@ import time
 from pathlib import Path
 
 import sam2kit
-from sam2kit.datasets import LAYOUTS, DatasetError, open_dataset
+from sam2kit.vos.datasets import LAYOUTS, DatasetError, open_dataset
 from sam2kit.devices import RELEASE_EVERY
-from sam2kit.vos import LEDGER, OFFICIAL_SETTINGS, VOSProgress, run_dataset, vos_predictor
+from sam2kit.vos.run import LEDGER, OFFICIAL_SETTINGS, VOSProgress, run_dataset, vos_predictor
 
-from .common import (CLIError, Console, add_feedback_options, add_model_options, check_model_options,
+from sam2kit.cli.common import (CLIError, Console, add_feedback_options, add_model_options, check_model_options,
                      load_model, one_line)
 
 DESCRIPTION = """\

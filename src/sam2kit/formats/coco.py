@@ -16,7 +16,7 @@ import json
 
 import numpy as np
 
-from ..amg import coco_encode_rle, mask_to_rle
+from ..image.amg import coco_encode_rle, mask_to_rle
 from .document import Document
 from .polygons import DEFAULT_TOLERANCE, flat, mask_to_polygons
 

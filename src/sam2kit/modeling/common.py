@@ -9,29 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def linear_act(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, act: str | None,
-               kernel: str = "aten") -> torch.Tensor:
-    """``act(x @ weight.T + bias)`` with ``act`` None, "relu" or "gelu" (exact erf), by
-    ``kernel``: "aten" (F.linear then the activation) or "onednn" (one oneDNN call with the
-    activation fused: fp32 CPU tensors, no gradients)."""
-    if kernel == "onednn":
-        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, act or "none", [],
-                                                  "none" if act == "gelu" else "")
-    return _activation(F.linear(x, weight, bias), act)
-
-
-def _activation(y: torch.Tensor, act: str | None) -> torch.Tensor:
-    if act == "relu":
-        return F.relu(y)
-    return F.gelu(y) if act == "gelu" else y
-
-
-def _fast_path(x: torch.Tensor) -> bool:
-    """Whether ``x`` may take a measured kernel choice (``sam2kit.tuning``): fp32 CPU
-    inference outside autocast and compilation."""
-    return (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
-            and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling())
+from sam2kit.kernels import tuning
+from sam2kit.kernels.linear import _activation, _fast_path, linear_act
 
 
 def linear(x: torch.Tensor, layer: nn.Module, act: str | None = None) -> torch.Tensor:
@@ -45,12 +24,10 @@ def linear(x: torch.Tensor, layer: nn.Module, act: str | None = None) -> torch.T
 
 def linear_weights(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                    act: str | None = None) -> torch.Tensor:
-    """``linear_act`` with the kernel of the choice "linear" (``sam2kit.tuning``) for fp32 CPU
+    """``linear_act`` with the kernel of the choice "linear" (``sam2kit.kernels.tuning``) for fp32 CPU
     inference, torch's default kernel otherwise."""
     kernel = "aten"
     if _fast_path(x):
-        from .. import tuning
-
         kernel = tuning.choose("linear")
     return linear_act(x, weight, bias, act, kernel)
 

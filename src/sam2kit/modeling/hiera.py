@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import MLP, WeightCache, linear
+from sam2kit.kernels.attention import attention
+from sam2kit.modeling.common import MLP, WeightCache, linear
 
 
 def window_partition(x: torch.Tensor, ws: int) -> tuple[torch.Tensor, tuple[int, int]]:
@@ -41,37 +42,6 @@ def _pool(x: torch.Tensor, stride: int) -> torch.Tensor:
     """Max-pool a channels-last map [B, H, W, C] by ``stride``."""
     x = F.max_pool2d(x.permute(0, 3, 1, 2), kernel_size=stride, stride=stride)
     return x.permute(0, 2, 3, 1)
-
-
-# queries from which bf16 attention may run in chunks (the global-attention blocks)
-BF16_CHUNKED_FROM = 1024
-
-
-def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """SDPA of [B, nH, N, d] tensors; under CPU bf16 autocast, long sequences may go through
-    ``bf16_chunked_attention`` instead, where this machine measured it faster (tuning choice
-    "bf16_global_attention")."""
-    if (q.shape[-2] >= BF16_CHUNKED_FROM and q.is_cpu and torch.is_autocast_enabled("cpu")
-            and not torch.is_grad_enabled() and not torch.compiler.is_compiling()):
-        from .. import tuning
-
-        if tuning.choose("bf16_global_attention") == "chunked":
-            return bf16_chunked_attention(q, k, v)
-    return F.scaled_dot_product_attention(q, k, v)
-
-
-def bf16_chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk: int = 512) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d)) v in bfloat16 for [B, nH, N, d] q and k, [B, nH, M, dv] v, ``chunk`` queries at
-    a time (bf16 matrix products, softmax accumulated in fp32 and rounded to bf16)."""
-    with torch.autocast("cpu", enabled=False):
-        q, k, v = (t.to(torch.bfloat16) for t in (q, k, v))
-        out = q.new_empty(*q.shape[:-1], v.shape[-1])
-        kt = k.transpose(-1, -2)
-        scale = q.shape[-1] ** -0.5
-        for j in range(0, q.shape[-2], chunk):
-            s = torch.matmul(q[..., j:j + chunk, :] * scale, kt)  # [B, nH, chunk, M]
-            out[..., j:j + chunk, :] = torch.matmul(torch.softmax(s, dim=-1), v)
-    return out
 
 
 class MultiScaleAttention(nn.Module):

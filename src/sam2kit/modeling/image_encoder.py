@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .hiera import Hiera
-from .position_encoding import PositionEmbeddingSine
+from sam2kit.modeling.hiera import Hiera
+from sam2kit.modeling.position_encoding import PositionEmbeddingSine
 
 
 class FpnNeck(nn.Module):

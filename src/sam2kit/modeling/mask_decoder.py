@@ -9,8 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import MLP, LayerNorm2d
-from .transformer import TwoWayTransformer
+from sam2kit.kernels import tuning
+from sam2kit.modeling.common import MLP, LayerNorm2d
+from sam2kit.modeling.transformer import TwoWayTransformer
 
 
 def _deconv2x2(x: torch.Tensor, conv: nn.ConvTranspose2d) -> torch.Tensor:
@@ -87,8 +88,6 @@ class MaskDecoder(nn.Module):
         """
         b = sparse_prompt_embeddings.shape[0]
         if per_pass is None and image_embeddings.device.type == "cpu" and b > 1:
-            from .. import tuning
-
             per_pass = int(tuning.choose("prompts_per_pass"))
         if image_embeddings.device.type == "cpu" and b > (per_pass or b):
             # on a CPU, many prompts at once run slower per prompt than a few (every prompt
@@ -172,3 +171,20 @@ class MaskDecoder(nn.Module):
         out_masks = torch.where(stable[..., None, None], single_masks, best_masks)
         out_iou = torch.where(stable, single_iou, best_iou)
         return out_masks, out_iou
+
+
+# ---- the kernel choice (sam2kit.kernels.tuning) ----------------------------------------
+
+@tuning.register("prompts_per_pass", ("2", "1", "4"),
+          "prompts decoded per pass of the mask decoder on a CPU (each carries its own copy of the "
+          "image tokens through the two-way transformer)")
+def _bench_prompts_per_pass():
+    torch.manual_seed(0)
+    dec = MaskDecoder(256)
+    image, pe = torch.randn(1, 256, 64, 64), torch.randn(1, 256, 64, 64)
+    sparse, dense = torch.randn(4, 2, 256), torch.randn(1, 256, 64, 64).expand(4, -1, -1, -1)
+    high = [torch.randn(1, 32, 256, 256), torch.randn(1, 64, 128, 128)]
+
+    def run(n):
+        return lambda: dec(image, pe, sparse, dense, True, True, high, per_pass=int(n))
+    return {c: run(c) for c in tuning.CHOICES["prompts_per_pass"].candidates}

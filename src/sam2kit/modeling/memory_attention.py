@@ -9,8 +9,8 @@ from functools import cached_property
 import torch
 from torch import nn
 
-from .common import linear
-from .transformer import RoPEAttention
+from sam2kit.modeling.common import linear
+from sam2kit.modeling.transformer import RoPEAttention
 
 
 class MemoryAttentionLayer(nn.Module):

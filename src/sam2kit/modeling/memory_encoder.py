@@ -6,8 +6,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import LayerNorm2d
-from .position_encoding import PositionEmbeddingSine
+from sam2kit.modeling.common import LayerNorm2d
+from sam2kit.modeling.position_encoding import PositionEmbeddingSine
 
 
 class MaskDownSampler(nn.Module):

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from .common import WeightCache
+from sam2kit.modeling.common import WeightCache
 
 
 class PositionEmbeddingSine(nn.Module):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from .common import LayerNorm2d, WeightCache
-from .position_encoding import PositionEmbeddingRandom
+from sam2kit.modeling.common import LayerNorm2d, WeightCache
+from sam2kit.modeling.position_encoding import PositionEmbeddingRandom
 
 # point labels: 0 background, 1 foreground, 2 / 3 box corners, -1 padding (not a point)
 LABEL_PAD = -1

@@ -18,15 +18,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..configs import SAM2Config
-from .common import MLP, WeightCache
-from .hiera import Hiera
-from .image_encoder import FpnNeck, ImageEncoder
-from .mask_decoder import DecoderOutput, MaskDecoder
-from .memory_attention import MemoryAttention, MemoryBank, MemoryTokens
-from .memory_encoder import MemoryEncoder
-from .position_encoding import sine_pe_1d
-from .prompt_encoder import PromptEncoder
+from sam2kit.configs import SAM2Config
+from sam2kit.modeling.common import MLP, WeightCache
+from sam2kit.modeling.hiera import Hiera
+from sam2kit.modeling.image_encoder import FpnNeck, ImageEncoder
+from sam2kit.modeling.mask_decoder import DecoderOutput, MaskDecoder
+from sam2kit.modeling.memory_attention import MemoryAttention, MemoryBank, MemoryTokens
+from sam2kit.modeling.memory_encoder import MemoryEncoder
+from sam2kit.modeling.position_encoding import sine_pe_1d
+from sam2kit.modeling.prompt_encoder import PromptEncoder
 
 # placeholder logit for masks of objects judged absent
 NO_OBJ_SCORE = -1024.0

@@ -6,8 +6,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .common import MLP, WeightCache, _fast_path, linear, linear_weights, weights_key
-from .position_encoding import axial_rope_angles
+from sam2kit.kernels import tuning
+from sam2kit.kernels.attention import (bf16_chunked_attention, bf16_memory_path, chunked_attention,
+                                       memory_attention_kernel)
+from sam2kit.kernels.linear import _fast_path
+from sam2kit.modeling.common import MLP, WeightCache, linear, linear_weights, weights_key
+from sam2kit.modeling.position_encoding import axial_rope_angles
 
 
 class Attention(nn.Module):
@@ -141,20 +145,16 @@ class RoPEAttention(Attention):
         k = self._heads(keys)
         if self.num_heads == 1:
             if _fast_path(q):
-                from .. import tuning
-
                 out = memory_attention_kernel(q[:, 0], k[:, 0], values, tuning.choose("memory_attention"))
                 return linear(linear(out, self.v_proj), self.out_proj)
             if (q.dtype == torch.float32 and not torch.is_grad_enabled()
                     and not torch.is_autocast_enabled(q.device.type)):  # other devices: as before
                 return self.out_proj(self.v_proj(chunked_attention(q[:, 0], k[:, 0], values)))
             if q.is_cpu:  # fp32 with gradients: values first, as below
-                path = _bf16_path() if torch.is_autocast_enabled("cpu") else "values-first"
+                path = bf16_memory_path() if torch.is_autocast_enabled("cpu") else "values-first"
             else:
                 path = "values-after"
             if path == "chunked":
-                from .hiera import bf16_chunked_attention
-
                 out = bf16_chunked_attention(q, k, values.unsqueeze(1))
                 return self.out_proj(self.v_proj(out.squeeze(1)))
             if path == "values-after":
@@ -162,26 +162,6 @@ class RoPEAttention(Attention):
                 return self.out_proj(self.v_proj(out.squeeze(1)))
         out = F.scaled_dot_product_attention(q, k, self._heads(self.v_proj(values)))
         return self.out_proj(self._merge(out))
-
-
-def _bf16_path() -> str:
-    """The measured bf16 memory-attention path on a CPU (tuning choice "bf16_memory_attention")."""
-    if torch.is_grad_enabled() or torch.compiler.is_compiling():
-        return "values-first"
-    from .. import tuning
-
-    return tuning.choose("bf16_memory_attention")
-
-
-def memory_attention_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel: str) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d)) v for q [B, N, d], k [B, M, d], v [B, M, dv] (one head, fp32
-    inference) by ``kernel`` (a candidate of the tuning choice "memory_attention"):
-    "mm-<chunk>" (``chunked_attention``), "onednn-<chunk>" (the same with oneDNN products) or
-    "sdpa" (torch's fused attention)."""
-    if kernel == "sdpa":
-        return F.scaled_dot_product_attention(q[:, None], k[:, None], v[:, None].to(q.dtype))[:, 0]
-    name, _, chunk = kernel.partition("-")
-    return chunked_attention(q, k, v, int(chunk), onednn=(name == "onednn"))
 
 
 def _kept(cache: dict | None, name: tuple, tensors: tuple[torch.Tensor, ...], make):
@@ -194,35 +174,6 @@ def _kept(cache: dict | None, name: tuple, tensors: tuple[torch.Tensor, ...], ma
     if hit is None:
         hit = cache[key] = (tensors, make())
     return hit[1]
-
-
-def chunked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk: int = 128,
-                      onednn: bool = False) -> torch.Tensor:
-    """softmax(q k^T / sqrt(d)) v for q [B, N, d], k [B, M, d], v [B, M, dv], ``chunk`` queries
-    at a time (exp in place, normalised after the product), the products by torch.mm or, with
-    ``onednn``, by oneDNN's linear kernel. Inference only (in-place and out= products)."""
-    b, n, d = q.shape
-    out = q.new_empty(b, n, v.shape[-1])
-    buf = q.new_empty(min(chunk, n), k.shape[1])
-    scale = d ** -0.5
-    mm = torch.ops.mkldnn._linear_pointwise
-    for i in range(b):
-        if onednn:
-            ki, vt = k[i].contiguous(), v[i].t().contiguous()
-        else:
-            kt, vi = k[i].t(), v[i].contiguous()
-        for j in range(0, n, chunk):
-            qs = q[i, j:j + chunk] * scale
-            if onednn:
-                s = mm(qs, ki, None, "none", [], "")
-            else:
-                s = torch.mm(qs, kt, out=buf[: qs.shape[0]])
-            s.sub_(s.amax(dim=-1, keepdim=True)).exp_()
-            if onednn:
-                out[i, j:j + chunk] = mm(s, vt, None, "none", [], "").div_(s.sum(dim=-1, keepdim=True))
-            else:
-                torch.mm(s, vi, out=out[i, j:j + chunk]).div_(s.sum(dim=-1, keepdim=True))
-    return out
 
 
 class TwoWayAttentionBlock(nn.Module):

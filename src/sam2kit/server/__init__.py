@@ -4,16 +4,16 @@
 command line (``sam2kit.cli.serve``) runs it with uvicorn.
 """
 
-from .settings import ServeSettings
+from sam2kit.server.settings import ServeSettings
 
 __all__ = ["ServeSettings", "create_app", "Service"]
 
 
 def __getattr__(name):  # FastAPI is an extra: imported when the server is asked for
     if name == "create_app":
-        from .app import create_app
+        from sam2kit.server.app import create_app
         return create_app
     if name == "Service":
-        from .service import Service
+        from sam2kit.server.service import Service
         return Service
     raise AttributeError(name)

@@ -13,14 +13,14 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .. import __version__
-from .executor import Busy as QueueFull
-from .media import BadInput, BodyLimit, list_media
-from .schemas import Health
-from .settings import ServeSettings
-from .store import Busy as NoSession
-from .store import Gone
-from .web import page
+from sam2kit import __version__
+from sam2kit.server.executor import Busy as QueueFull
+from sam2kit.server.media import BadInput, BodyLimit, list_media
+from sam2kit.server.schemas import Health
+from sam2kit.server.settings import ServeSettings
+from sam2kit.server.store import Busy as NoSession
+from sam2kit.server.store import Gone
+from sam2kit.server.web import page
 
 log = logging.getLogger("sam2kit.serve")
 
@@ -48,8 +48,8 @@ def create_app(service) -> FastAPI:
 
     app = FastAPI(title="sam2kit", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.service = service
-    from .images_api import router as images
-    from .videos_api import router as videos
+    from sam2kit.server.images_api import router as images
+    from sam2kit.server.videos_api import router as videos
 
     app.include_router(images)
     app.include_router(videos)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..outputs import Mp4Writer, colour, draw_prompt, mask_png, palette_png, tint
+from sam2kit.outputs import Mp4Writer, colour, draw_prompt, mask_png, palette_png, tint
 
 DEFAULT_FPS = 25.0
 

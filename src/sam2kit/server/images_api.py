@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Request, Response
 from starlette.requests import ClientDisconnect
 
-from .media import BadInput, file_digest, save_upload, under_root
-from .schemas import AutomaticRequest, ImageInfo, OpenRequest, PredictRequest, PredictResponse
-from .web import sample_path
+from sam2kit.server.media import BadInput, file_digest, save_upload, under_root
+from sam2kit.server.schemas import AutomaticRequest, ImageInfo, OpenRequest, PredictRequest, PredictResponse
+from sam2kit.server.web import sample_path
 
 router = APIRouter(prefix="/api/images", tags=["images"])
 

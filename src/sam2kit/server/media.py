@@ -132,7 +132,7 @@ def under_root(root: Path | None, relative: str) -> Path:
 def list_media(root: Path, limit: int = 2000) -> list[dict]:
     """Files and frame folders under the media root (relative paths, by name), at most
     ``limit`` entries; hidden entries and links out of the root are left out."""
-    from ..video_io import IMAGE_EXTENSIONS
+    from sam2kit.video.io import IMAGE_EXTENSIONS
 
     base, out = root.resolve(), []
     for folder, dirs, files in os.walk(base):

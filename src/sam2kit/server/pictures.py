@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..automatic import SAM2AutomaticMaskGenerator, coco_annotations
-from ..images import ImageReadError, read_image
-from ..predictor import SAM2ImagePredictor
-from .media import BadInput
-from .store import ImageEntry, ImageStore
-from .wire import check_box, check_inside, coco_rle, encode_jpeg, xywh
+from sam2kit.image.automatic import SAM2AutomaticMaskGenerator, coco_annotations
+from sam2kit.image.io import ImageReadError, read_image
+from sam2kit.image.predictor import SAM2ImagePredictor
+from sam2kit.server.media import BadInput
+from sam2kit.server.store import ImageEntry, ImageStore
+from sam2kit.server.wire import check_box, check_inside, coco_rle, encode_jpeg, xywh
 
 
 class Pictures:

@@ -2,7 +2,7 @@
 
 Coordinates are pixels of the original picture or frame: x to the right, y down. Masks travel
 as COCO compressed RLE: ``{"size": [H, W], "counts": "..."}``, column-major, as pycocotools
-and ``sam2kit.amg.rle_to_mask`` read it.
+and ``sam2kit.image.amg.rle_to_mask`` read it.
 """
 
 from __future__ import annotations

@@ -10,12 +10,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from ..spill import DiskBudget
-from .executor import ModelExecutor
-from .pictures import Pictures
-from .settings import ServeSettings
-from .store import close_entry
-from .videos import Videos
+from sam2kit.video.spill import DiskBudget
+from sam2kit.server.executor import ModelExecutor
+from sam2kit.server.pictures import Pictures
+from sam2kit.server.settings import ServeSettings
+from sam2kit.server.store import close_entry
+from sam2kit.server.videos import Videos
 
 
 class Service:

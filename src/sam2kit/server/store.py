@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..predictor import ImageEmbedding
-from ..session import VideoSession
+from sam2kit.image.predictor import ImageEmbedding
+from sam2kit.video.session import VideoSession
 
 LOGITS_PER_IMAGE = 64  # low-res logits kept per picture for mask_input
 EXPIRED_REMEMBERED = 4096  # ids remembered as expired (to say so instead of "unknown")

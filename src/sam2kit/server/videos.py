@@ -8,15 +8,15 @@ from pathlib import Path
 
 import torch
 
-from .. import amg
-from ..devices import RELEASE_EVERY
-from ..spill import SpillLimitError
-from ..video_io import FrameSource, VideoFileSource, open_frames
-from ..video_predictor import SAM2VideoPredictor
-from .export import write_export
-from .media import BadInput
-from .store import Gone, VideoEntry, VideoStore, close_entry
-from .wire import check_box, check_inside, coco_rle, encode_jpeg
+from sam2kit.image import amg
+from sam2kit.devices import RELEASE_EVERY
+from sam2kit.video.spill import SpillLimitError
+from sam2kit.video.io import FrameSource, VideoFileSource, open_frames
+from sam2kit.video.predictor import SAM2VideoPredictor
+from sam2kit.server.export import write_export
+from sam2kit.server.media import BadInput
+from sam2kit.server.store import Gone, VideoEntry, VideoStore, close_entry
+from sam2kit.server.wire import check_box, check_inside, coco_rle, encode_jpeg
 
 
 class Videos:

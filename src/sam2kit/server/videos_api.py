@@ -9,8 +9,8 @@ from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import FileResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
-from .images_api import received_file
-from .schemas import FrameResult, PromptRequest, PropagateRequest, VideoInfo, VideoState
+from sam2kit.server.images_api import received_file
+from sam2kit.server.schemas import FrameResult, PromptRequest, PropagateRequest, VideoInfo, VideoState
 
 router = APIRouter(prefix="/api/videos", tags=["videos"])
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from fastapi.staticfiles import StaticFiles
 
-from .media import BadInput
+from sam2kit.server.media import BadInput
 
 SAMPLES = {"photo": "sample_photo.png", "video": "sample_video.mp4"}
 

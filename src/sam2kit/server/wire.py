@@ -7,8 +7,8 @@ import io
 import numpy as np
 from PIL import Image
 
-from .. import amg
-from .media import BadInput
+from sam2kit.image import amg
+from sam2kit.server.media import BadInput
 
 
 def coco_rle(mask: np.ndarray) -> dict:

@@ -1,0 +1,529 @@
+"""SAM2VideoPredictor: prompt objects on any frame of a video and track them through it.
+
+A drop-in for the reference's ``sam2.sam2_video_predictor.SAM2VideoPredictor``: the same
+methods, arguments and return values, with the state in a typed ``VideoSession`` and in
+memory that does not grow with the video's length.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from sam2kit.build import FromPretrained, build_sam2
+from sam2kit.devices import release_free_memory
+from sam2kit.modeling.sam2 import NO_OBJ_SCORE, ImageFeatures, MemoryFrame, SAM2Model
+from sam2kit.image.postprocess import fill_small_holes
+from sam2kit.video.session import FrameOutput, ObjectState, VideoSession
+
+if TYPE_CHECKING:
+    from sam2kit.video.stream_session import StreamSession
+from sam2kit.image.transforms import frame_to_input
+
+
+class SAM2VideoPredictor(FromPretrained):
+    """Prompt objects on any frame of a video and track them (``init_state``,
+    ``add_new_points_or_box``, ``propagate_in_video``, ...). The state of each video is a
+    ``VideoSession``; one predictor (and one model) may serve many sessions, each session one
+    thread at a time. ``SAM2VideoPredictor.from_pretrained(model_id, device=, image_size=,
+    revision=, checkpoint=, precision=, compile=, quantize=, backend=, **options)`` loads a model."""
+
+    def __init__(self, sam_model: SAM2Model, fill_hole_area: int = 8, non_overlap_masks: bool = False,
+                 clear_non_cond_mem_around_input: bool = False,
+                 add_all_frames_to_correct_as_cond: bool = False,
+                 binarize_mask_from_pts_for_mem_enc: bool = True, max_cond_frames_in_attn: int = -1,
+                 memory_temporal_stride_for_eval: int = 1, feature_cache_size: int = 2,
+                 dynamic_multimask_via_stability: bool = True):
+        """sam_model: a SAM2Model. The defaults are those of the reference's
+        ``build_sam2_video_predictor``: holes up to ``fill_hole_area`` low-res pixels are
+        filled, masks from clicks are binarised for the memory, and a prompt asking for one
+        mask falls back to the best of three when that one is unstable. Its
+        ``apply_postprocessing=False`` (how Meta's tools/vos_inference.py evaluates) is
+        ``fill_hole_area=0, binarize_mask_from_pts_for_mem_enc=False,
+        dynamic_multimask_via_stability=False``."""
+        self.model = sam_model
+        self.fill_hole_area = fill_hole_area
+        self.non_overlap_masks = non_overlap_masks
+        self.clear_non_cond_mem_around_input = clear_non_cond_mem_around_input
+        self.add_all_frames_to_correct_as_cond = add_all_frames_to_correct_as_cond
+        self.binarize_mask_from_pts_for_mem_enc = binarize_mask_from_pts_for_mem_enc
+        self.max_cond_frames_in_attn = max_cond_frames_in_attn
+        self.memory_temporal_stride_for_eval = memory_temporal_stride_for_eval
+        self.feature_cache_size = feature_cache_size
+        self.dynamic_multimask_via_stability = dynamic_multimask_via_stability
+
+    @property
+    def image_size(self) -> int:
+        return self.model.image_size
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    # ---- sessions ------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def init_state(self, video_path, offload_video_to_cpu: bool = False, offload_state_to_cpu: bool = False,
+                   async_loading_frames: bool = False, spill_dir: str | Path | None = None,
+                   spill_limit_bytes: int | None = None,
+                   release_memory_every: int | None = None) -> VideoSession:
+        """Open a video: a video file (mp4, mov, mkv, avi, webm), a folder of JPEG/PNG frames
+        in numeric order, or a sequence of HxWx3 uint8 RGB frames. Frames are decoded when
+        needed, so ``offload_video_to_cpu`` and ``async_loading_frames`` change nothing.
+
+        spill_dir / spill_limit_bytes: where results far from the tracked frame go on disk
+        (default: the temporary folder) and the disk budget for them (None: none);
+        release_memory_every: hand the process heap's free pages back to the system every that
+        many tracked frames (``sam2kit.release_free_memory``; process-wide, so off unless
+        asked). Close the session (``with``, or ``close()``) to free it at once."""
+        from sam2kit.video.io import open_frames
+
+        frames = open_frames(video_path)
+        storage = torch.device("cpu") if offload_state_to_cpu else self.device
+        window = self.model.config.num_maskmem * self.memory_temporal_stride_for_eval
+        session = VideoSession(frames, self.image_size, self.device, storage, window,
+                               self.feature_cache_size, spill_dir, spill_limit_bytes, release_memory_every)
+        try:
+            self._features(session, 0)  # warm up on the first frame, as the reference does
+        except BaseException:
+            session.close()
+            raise
+        return session
+
+    def init_stream(self, offload_state_to_cpu: bool = False,
+                    release_memory_every: int | None = None) -> "StreamSession":
+        """A session for a live stream that the caller feeds frame by frame: ``obj_ids, masks =
+        session.push(frame)``, prompts with ``session.add_new_points_or_box(frame_idx, obj_id,
+        ...)`` on frames it still keeps (``sam2kit.video.stream_session``). Memory stays flat however
+        long the stream; close it (``with``, or ``close()``) when done."""
+        from sam2kit.video.stream_session import StreamSession
+
+        storage = torch.device("cpu") if offload_state_to_cpu else self.device
+        return StreamSession(self, storage, release_memory_every)
+
+    def track_stream(self, source, prompts, **options):
+        """Track objects through a live source (a URL, ``"-"``, a camera, a file, a folder being
+        filled, an iterable of frames): yields ``(frame_idx, obj_ids, masks)`` as frames arrive.
+        ``prompts``: dicts with ``frame``, ``obj_id`` and ``points``/``labels``, ``box`` or
+        ``mask``. Options: see ``sam2kit.video.stream_session.track_stream``."""
+        from sam2kit.video.stream_session import track_stream
+
+        return track_stream(self, source, prompts, **options)
+
+    @torch.inference_mode()
+    def reset_state(self, inference_state: VideoSession) -> None:
+        """Remove every object, prompt and result."""
+        inference_state.clear()
+
+    def _features(self, s: VideoSession, frame_idx: int) -> ImageFeatures:
+        feats = s.cached_features(frame_idx)
+        if feats is None:
+            image = frame_to_input(s.frames.get(frame_idx), self.image_size, self.model.pixel_mean,
+                                   self.model.pixel_std, s.device)
+            feats = self.model.encode_image(image)
+            s.cache_features(frame_idx, feats)
+        return feats
+
+    # ---- prompts -------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def add_new_points_or_box(self, inference_state: VideoSession, frame_idx: int, obj_id, points=None,
+                              labels=None, clear_old_points: bool = True, normalize_coords: bool = True,
+                              box=None):
+        """Add clicks (Nx2 (x, y) pixels, labels 1/0) and/or a box (XYXY) for ``obj_id`` on
+        ``frame_idx``. Returns (frame_idx, obj_ids, masks [num_objects, 1, H, W] logits)."""
+        s = inference_state
+        self._check_frame(s, frame_idx)
+        if (points is None) != (labels is None):
+            raise ValueError("points and labels must be provided together")
+        if points is None and box is None:
+            raise ValueError("at least one of points or box must be provided as input")
+        coords, labs = _as_points(points, labels)
+        if box is not None:
+            if not clear_old_points:
+                raise ValueError("cannot add a box without clearing old points (a box must come "
+                                 "before any point): use clear_old_points=True")
+            b = torch.as_tensor(np.asarray(box, dtype=np.float32)).reshape(-1)
+            if b.numel() != 4:
+                raise ValueError(f"box must be XYXY with 4 numbers, got {b.numel()}")
+            if not torch.isfinite(b).all():
+                raise ValueError("box contains NaN or infinite values; give finite pixel coordinates")
+            coords = torch.cat([b.reshape(1, 2, 2), coords], dim=1)
+            labs = torch.cat([torch.tensor([[2, 3]], dtype=torch.int32), labs], dim=1)
+        if normalize_coords:
+            coords = coords / torch.tensor([s.video_width, s.video_height])
+        coords = (coords * self.image_size).to(s.device)
+        labs = labs.to(s.device)
+
+        obj = s.objects[s.obj_idx(obj_id, create=True)]
+        old = obj.point_inputs.get(frame_idx) if not clear_old_points else None
+        if old is not None:
+            coords, labs = torch.cat([old[0], coords], 1), torch.cat([old[1], labs], 1)
+        obj.point_inputs[frame_idx] = (coords, labs)
+        obj.mask_inputs.pop(frame_idx, None)
+        return self._prompt_frame(s, obj, frame_idx, (coords, labs), None)
+
+    add_new_points = add_new_points_or_box
+
+    @torch.inference_mode()
+    def add_new_mask(self, inference_state: VideoSession, frame_idx: int, obj_id, mask):
+        """Give ``obj_id``'s mask (HxW, bool or 0/1, any size) on ``frame_idx``."""
+        s = inference_state
+        self._check_frame(s, frame_idx)
+        m = torch.as_tensor(np.asarray(mask)).to(torch.bool)
+        if m.dim() != 2:
+            raise ValueError(f"mask must be a 2-D HxW array, got shape {tuple(m.shape)}")
+        m = m[None, None].float().to(s.device)
+        size = self.image_size
+        if m.shape[-2:] != (size, size):
+            m = F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+            m = (m >= 0.5).float()
+        obj = s.objects[s.obj_idx(obj_id, create=True)]
+        obj.mask_inputs[frame_idx] = m
+        obj.point_inputs.pop(frame_idx, None)
+        return self._prompt_frame(s, obj, frame_idx, None, m)
+
+    def _prompt_frame(self, s: VideoSession, obj: ObjectState, frame_idx: int, points, mask):
+        is_init = frame_idx not in obj.frames_tracked
+        reverse = False if is_init else obj.frames_tracked[frame_idx]
+        is_cond = is_init or self.add_all_frames_to_correct_as_cond
+        prev_logits = None
+        if points is not None:
+            prev = obj.output(frame_idx, is_cond)
+            if prev is not None:
+                prev_logits = torch.clamp(s.load(prev).pred_masks.to(s.device), -32.0, 32.0)
+        out, _ = self._run_frame(s, obj, frame_idx, is_init, points, mask, reverse,
+                                 run_mem_encoder=False, prev_logits=prev_logits)
+        temp = obj.temp_cond if is_cond else obj.temp_non_cond
+        if frame_idx in temp:
+            s.discard(temp[frame_idx])
+        temp[frame_idx] = out
+        return frame_idx, s.obj_ids, self._video_res(s, self._consolidate(s, frame_idx, is_cond))
+
+    # ---- one frame, one object -----------------------------------------------------------
+
+    def _run_frame(self, s: VideoSession, obj: ObjectState, frame_idx: int, is_init: bool, points,
+                   mask, reverse: bool, run_mem_encoder: bool, prev_logits=None):
+        """The tracking step. Returns the stored result and the low-res logits on device."""
+        m = self.model
+        feats = self._features(s, frame_idx)
+        if mask is not None:
+            head = m.mask_as_output(feats, mask)
+        else:
+            memories, ptrs = ([], []) if is_init else self._gather_memory(s, obj, frame_idx, reverse)
+            pix = m.condition_on_memory(feats, memories, ptrs, min(s.num_frames, m.config.max_obj_ptrs_in_encoder),
+                                        s.memory_cache)
+            n_pts = 0 if points is None else points[1].shape[1]
+            cfg = m.config
+            multimask = cfg.multimask_min_pt_num <= n_pts <= cfg.multimask_max_pt_num
+            head = m.sam_heads(pix, feats.high_res, points, prev_logits, multimask,
+                               self.dynamic_multimask_via_stability)
+        mem = None
+        if run_mem_encoder:
+            mem = self._encode_memory(s, feats, head.high_res_masks, head.object_score_logits,
+                                      from_points=points is not None)
+        low_res = head.low_res_masks
+        if self.fill_hole_area > 0:
+            low_res = fill_small_holes(low_res, self.fill_hole_area)
+        out = s.store(FrameOutput(low_res, head.obj_ptr, head.object_score_logits, mem))
+        return out, low_res
+
+    def _encode_memory(self, s: VideoSession, feats: ImageFeatures, high_res_masks, object_score_logits,
+                       from_points: bool) -> torch.Tensor:
+        binarize = self.binarize_mask_from_pts_for_mem_enc and from_points
+        mem, pos = self.model.encode_memory(feats, high_res_masks, object_score_logits, binarize)
+        if s.maskmem_pos is None:
+            s.maskmem_pos = pos[0:1].clone()
+        return mem
+
+    def _gather_memory(self, s: VideoSession, obj: ObjectState, frame_idx: int, reverse: bool):
+        """Memories and object pointers for tracking ``obj`` on ``frame_idx`` (the reference's
+        choice: the conditioning frames, the num_maskmem-1 frames before, pointers of up to
+        max_obj_ptrs_in_encoder frames)."""
+        cfg = self.model.config
+        selected, unselected = select_closest_cond_frames(frame_idx, obj.cond, self.max_cond_frames_in_attn)
+        stride = self.memory_temporal_stride_for_eval
+        slots = [(0, out) for out in selected.values()]
+        for t_pos in range(1, cfg.num_maskmem):
+            t_rel = cfg.num_maskmem - t_pos
+            if t_rel == 1:
+                prev = frame_idx + t_rel if reverse else frame_idx - t_rel
+            elif not reverse:
+                prev = ((frame_idx - 2) // stride) * stride - (t_rel - 2) * stride
+            else:
+                prev = -(-(frame_idx + 2) // stride) * stride + (t_rel - 2) * stride
+            out = obj.non_cond.get(prev, unselected.get(prev))
+            if out is not None:
+                slots.append((t_pos, out))
+        memories = []
+        for t_pos, out in slots:
+            s.load(out)
+            pos = s.maskmem_pos.to(s.device)
+            memories.append(MemoryFrame(out.maskmem_features.to(s.device), pos, t_pos, out.key_cache))
+        used = [out for _, out in slots]
+        for out in obj.key_cached:  # frames that left this object's memory: free their keys
+            if not any(out is u for u in used):
+                out.key_cache.clear()
+        obj.key_cached = used
+
+        max_ptrs = min(s.num_frames, cfg.max_obj_ptrs_in_encoder)
+        sign = -1 if reverse else 1
+        past = {t: o for t, o in selected.items() if (t >= frame_idx if reverse else t <= frame_idx)}
+        ptrs = [((frame_idx - t) * sign if cfg.use_signed_tpos_enc_to_obj_ptrs else abs(frame_idx - t),
+                 o.obj_ptr.to(s.device)) for t, o in past.items()]
+        for t_diff in range(1, max_ptrs):
+            t = frame_idx + t_diff if reverse else frame_idx - t_diff
+            if t < 0 or t >= s.num_frames:
+                break
+            out = obj.non_cond.get(t, unselected.get(t))
+            if out is not None:
+                ptrs.append((t_diff, out.obj_ptr.to(s.device)))
+        return memories, ptrs
+
+    # ---- propagation ---------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def propagate_in_video_preflight(self, inference_state: VideoSession) -> None:
+        """Encode the memories of newly prompted frames and move them to the kept results."""
+        s = inference_state
+        if not s.objects:
+            raise RuntimeError("No input points or masks are provided for any object; please add inputs first.")
+        for obj in s.objects:
+            for is_cond in (False, True):
+                temp = obj.temp_cond if is_cond else obj.temp_non_cond
+                kept = obj.cond if is_cond else obj.non_cond
+                for frame_idx, out in temp.items():
+                    if out.maskmem_features is None:
+                        high_res = F.interpolate(out.pred_masks.to(s.device), size=(self.image_size,) * 2,
+                                                 mode="bilinear", align_corners=False)
+                        feats = self._features(s, frame_idx)
+                        mem = self._encode_memory(s, feats, high_res, out.object_score_logits.to(s.device),
+                                                  from_points=True)
+                        out.maskmem_features = mem.to(torch.bfloat16).to(s.storage_device)
+                        out.key_cache.clear()
+                    if frame_idx in kept and kept[frame_idx] is not out:
+                        s.discard(kept[frame_idx])
+                    kept[frame_idx] = out
+                    if self.clear_non_cond_mem_around_input:
+                        self._clear_non_cond_mem_around(s, frame_idx)
+                temp.clear()
+            if not obj.cond:
+                raise RuntimeError(f"No input points or masks are provided for object id {obj.obj_id}; "
+                                   "please add inputs first.")
+            for frame_idx in obj.cond:
+                dropped = obj.non_cond.pop(frame_idx, None)
+                if dropped is not None:
+                    s.discard(dropped)
+
+    @torch.inference_mode()
+    def propagate_in_video(self, inference_state: VideoSession, start_frame_idx: int | None = None,
+                           max_frame_num_to_track: int | None = None, reverse: bool = False,
+                           progress: bool = True):
+        """Track every object from ``start_frame_idx`` (default: the first prompted frame)
+        forward, or backward with ``reverse``, over at most ``max_frame_num_to_track`` more
+        frames. Yields (frame_idx, obj_ids, masks [num_objects, 1, H, W] logits)."""
+        s = inference_state
+        self.propagate_in_video_preflight(s)
+        if start_frame_idx is None:
+            start_frame_idx = min(t for o in s.objects for t in o.cond)
+        self._check_frame(s, start_frame_idx)
+        if max_frame_num_to_track is None:
+            max_frame_num_to_track = s.num_frames
+        if reverse:
+            end = max(start_frame_idx - max_frame_num_to_track, 0)
+            order = range(start_frame_idx, end - 1, -1) if start_frame_idx > 0 else range(0)
+        else:
+            end = min(start_frame_idx + max_frame_num_to_track, s.num_frames - 1)
+            order = range(start_frame_idx, end + 1)
+        for step, frame_idx in enumerate(tqdm(order, desc="propagate in video", disable=not progress, leave=False)):
+            every = s.release_memory_every
+            if every and step and step % every == 0 and s.device.type == "cpu":
+                release_free_memory()  # the holes the last frames' activations left
+            yield frame_idx, s.obj_ids, self._track_frame(s, frame_idx, reverse)
+
+    def _track_frame(self, s: VideoSession, frame_idx: int, reverse: bool) -> torch.Tensor:
+        """One propagation step: every object on ``frame_idx`` (a prompted frame gives its
+        prompt's result), then the session's ``trim``. Returns masks [num_objects, 1, H, W]
+        logits at video resolution. Shared by ``propagate_in_video`` and live streams."""
+        per_obj = []
+        for obj in s.objects:
+            if frame_idx in obj.cond:
+                low_res = s.load(obj.cond[frame_idx]).pred_masks.to(s.device)
+                if self.clear_non_cond_mem_around_input:
+                    self._clear_non_cond_mem_around(s, frame_idx)
+            else:
+                out, low_res = self._run_frame(s, obj, frame_idx, False, None, None, reverse,
+                                               run_mem_encoder=True)
+                if frame_idx in obj.non_cond:
+                    s.discard(obj.non_cond[frame_idx])
+                obj.non_cond[frame_idx] = out
+            obj.frames_tracked[frame_idx] = reverse
+            per_obj.append(low_res)
+        s.trim(frame_idx)
+        return self._video_res(s, torch.cat(per_obj, dim=0))
+
+    def _clear_non_cond_mem_around(self, s: VideoSession, frame_idx: int) -> None:
+        r = self.memory_temporal_stride_for_eval * self.model.config.num_maskmem
+        for obj in s.objects:
+            for t in range(frame_idx - r, frame_idx + r + 1):
+                dropped = obj.non_cond.pop(t, None)
+                if dropped is not None:
+                    s.discard(dropped)
+
+    # ---- editing ---------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def clear_all_prompts_in_frame(self, inference_state: VideoSession, frame_idx: int, obj_id,
+                                   need_output: bool = True):
+        """Remove ``obj_id``'s prompts on ``frame_idx``; a prompted frame becomes an ordinary
+        tracked one."""
+        s = inference_state
+        obj = s.objects[s.obj_idx(obj_id, create=True)]
+        obj.point_inputs.pop(frame_idx, None)
+        obj.mask_inputs.pop(frame_idx, None)
+        for temp in (obj.temp_cond, obj.temp_non_cond):
+            dropped = temp.pop(frame_idx, None)
+            if dropped is not None:
+                s.discard(dropped)
+        out = obj.cond.pop(frame_idx, None)
+        if out is not None:
+            if frame_idx in obj.non_cond:
+                s.discard(obj.non_cond[frame_idx])
+            obj.non_cond[frame_idx] = out
+            obj.frames_tracked.pop(frame_idx, None)
+        if not need_output:
+            return None
+        is_cond = any(frame_idx in o.temp_cond for o in s.objects)
+        return frame_idx, s.obj_ids, self._video_res(s, self._consolidate(s, frame_idx, is_cond))
+
+    @torch.inference_mode()
+    def remove_object(self, inference_state: VideoSession, obj_id, strict: bool = False,
+                      need_output: bool = True):
+        """Remove an object. Returns (obj_ids, [(frame_idx, masks) of its prompted frames])."""
+        s = inference_state
+        idx = s.obj_idx(obj_id)
+        if idx is None:
+            if not strict:
+                return s.obj_ids, []
+            raise RuntimeError(f"Cannot remove object id {obj_id} as it doesn't exist. "
+                               f"All existing object ids: {s.obj_ids}.")
+        if len(s.objects) == 1:
+            self.reset_state(s)
+            return s.obj_ids, []
+        obj = s.objects[idx]
+        frames = set(obj.point_inputs) | set(obj.mask_inputs)
+        for frame_idx in frames:
+            self.clear_all_prompts_in_frame(s, frame_idx, obj_id, need_output=False)
+        s.drop_object(idx)
+        updated = []
+        if need_output:
+            for frame_idx in frames:
+                is_cond = any(frame_idx in o.temp_cond for o in s.objects)
+                updated.append((frame_idx, self._video_res(s, self._consolidate(s, frame_idx, is_cond))))
+        return s.obj_ids, updated
+
+    # ---- outputs ---------------------------------------------------------------------------
+
+    @torch.inference_mode()
+    def frame_masks(self, inference_state: VideoSession, frame_idx: int):
+        """Every object's current mask on ``frame_idx``, as the last prompt or propagation left
+        it: (obj_ids, masks [num_objects, 1, H, W] logits; objects without a result there are
+        all NO_OBJ_SCORE), or None when no object has a result on that frame."""
+        s = inference_state
+        self._check_frame(s, frame_idx)
+        if not any(o.output(frame_idx) is not None for o in s.objects):
+            return None
+        return s.obj_ids, self._video_res(s, self._consolidate(s, frame_idx, None))
+
+
+    def _consolidate(self, s: VideoSession, frame_idx: int, is_cond: bool | None) -> torch.Tensor:
+        """All objects' masks on a frame at video resolution [num_objects, 1, H, W]."""
+        out = torch.full((len(s.objects), 1, s.video_height, s.video_width), NO_OBJ_SCORE,
+                         dtype=torch.float32, device=s.storage_device)
+        for i, obj in enumerate(s.objects):
+            res = obj.output(frame_idx, is_cond)
+            if res is None:
+                continue
+            out[i: i + 1] = F.interpolate(s.load(res).pred_masks, size=out.shape[-2:], mode="bilinear",
+                                          align_corners=False)
+        return out
+
+    def _video_res(self, s: VideoSession, masks: torch.Tensor) -> torch.Tensor:
+        masks = masks.to(s.device)
+        if masks.shape[-2:] != (s.video_height, s.video_width):
+            masks = F.interpolate(masks, size=(s.video_height, s.video_width), mode="bilinear",
+                                  align_corners=False)
+        if self.non_overlap_masks:
+            masks = apply_non_overlapping_constraints(masks)
+        return masks
+
+    @staticmethod
+    def _check_frame(s: VideoSession, frame_idx: int) -> None:
+        if not isinstance(frame_idx, (int, np.integer)) or not 0 <= frame_idx < s.num_frames:
+            raise ValueError(f"frame_idx {frame_idx} is outside the video: it has {s.num_frames} frames "
+                             f"(0..{s.num_frames - 1})")
+
+
+def _as_points(points, labels) -> tuple[torch.Tensor, torch.Tensor]:
+    if points is None:
+        return torch.zeros(1, 0, 2), torch.zeros(1, 0, dtype=torch.int32)
+    p = torch.as_tensor(np.asarray(points, dtype=np.float32))
+    lab = torch.as_tensor(np.asarray(labels)).to(torch.int32)
+    if p.dim() == 2:
+        p = p.unsqueeze(0)
+    if lab.dim() == 1:
+        lab = lab.unsqueeze(0)
+    if p.dim() != 3 or p.shape[0] != 1 or p.shape[-1] != 2:
+        raise ValueError(f"points must be Nx2 (x, y), got shape {tuple(p.shape)}")
+    if lab.shape != p.shape[:2]:
+        raise ValueError(f"labels must have one entry per point: {tuple(p.shape[:2])} expected, "
+                         f"got {tuple(lab.shape)}")
+    if not torch.isfinite(p).all():
+        raise ValueError("points contain NaN or infinite values; give finite pixel coordinates")
+    if not torch.isin(lab, torch.tensor([0, 1], dtype=torch.int32)).all():
+        raise ValueError("labels must be 1 (foreground) or 0 (background)")
+    return p, lab
+
+
+def select_closest_cond_frames(frame_idx: int, cond: dict, max_cond_frames: int):
+    """Up to ``max_cond_frames`` conditioning frames nearest ``frame_idx`` (the closest before,
+    the closest after, then the nearest others); returns (selected, unselected) dicts."""
+    if max_cond_frames == -1 or len(cond) <= max_cond_frames:
+        return cond, {}
+    if max_cond_frames < 2:
+        raise ValueError("max_cond_frames_in_attn must be -1 or at least 2")
+    selected = {}
+    before = max((t for t in cond if t < frame_idx), default=None)
+    if before is not None:
+        selected[before] = cond[before]
+    after = min((t for t in cond if t >= frame_idx), default=None)
+    if after is not None:
+        selected[after] = cond[after]
+    rest = sorted((t for t in cond if t not in selected), key=lambda t: abs(t - frame_idx))
+    selected.update((t, cond[t]) for t in rest[: max_cond_frames - len(selected)])
+    return selected, {t: v for t, v in cond.items() if t not in selected}
+
+
+def apply_non_overlapping_constraints(masks: torch.Tensor) -> torch.Tensor:
+    """Keep each pixel only in the highest-scoring object: others are clamped to <= -10."""
+    if masks.shape[0] == 1:
+        return masks
+    best = torch.argmax(masks, dim=0, keepdim=True)
+    keep = best == torch.arange(masks.shape[0], device=masks.device)[:, None, None, None]
+    return torch.where(keep, masks, torch.clamp(masks, max=-10.0))
+
+
+def build_sam2_video_predictor(name: str, checkpoint: str | Path | None = None, device="cpu",
+                               image_size: int | None = None, revision: str | None = None, *,
+                               precision: str = "fp32", compile: bool = False, quantize: str | None = None,
+                               backend: str = "torch", **kwargs) -> SAM2VideoPredictor:
+    """A ``SAM2VideoPredictor`` for ``name`` (as ``build_sam2``); other keyword arguments go to
+    the predictor (``fill_hole_area``, ``non_overlap_masks``, ...)."""
+    model = build_sam2(name, checkpoint, device, image_size, revision, precision=precision,
+                       compile=compile, quantize=quantize, backend=backend)
+    return SAM2VideoPredictor(model, **kwargs)

@@ -1,0 +1,145 @@
+"""What every live source shares: the ``LiveSource`` interface (frames one by one, all at the
+first frame's size), frames already in memory (``IterSource``), and ``IndexRanges``, a bounded
+record of frame numbers."""
+
+from __future__ import annotations
+
+import bisect
+import re
+import threading
+
+import numpy as np
+
+from sam2kit.video.io import frame_size
+
+DEFAULT_TIMEOUT_S = 10.0
+
+
+class IndexRanges:
+    """A set of frame numbers kept as sorted inclusive ranges (``[[1, 3], [7, 7]]`` for 1, 2,
+    3, 7), for frames dropped or skipped over a stream of any length: ``len()`` counts every
+    number added; at most ``limit`` ranges are listed (the first ones; ``complete`` says
+    whether all are), so what is held stays bounded however scattered the numbers. ``append``
+    is thread-safe (a reader thread adds, the consumer reads)."""
+
+    def __init__(self, limit: int | None = 1000):
+        self.limit = limit
+        self.count = 0
+        self._ranges: list[list[int]] = []
+        self._complete = True
+        self._lock = threading.Lock()
+
+    def append(self, i: int) -> None:
+        i = int(i)
+        with self._lock:
+            self.count += 1
+            r = self._ranges
+            k = bisect.bisect_right(r, [i, float("inf")])  # first range starting after i
+            if k and r[k - 1][1] >= i - 1:  # joins (or lies in) the range before
+                r[k - 1][1] = max(r[k - 1][1], i)
+                if k < len(r) and r[k][0] <= r[k - 1][1] + 1:  # and closes the gap to the next
+                    r[k - 1][1] = r.pop(k)[1]
+            elif k < len(r) and r[k][0] == i + 1:
+                r[k][0] = i
+            elif self.limit is None or len(r) < self.limit:
+                r.insert(k, [i, i])
+            else:
+                self._complete = False
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __contains__(self, i) -> bool:
+        with self._lock:
+            k = bisect.bisect_right(self._ranges, [i, float("inf")])
+            return bool(k) and self._ranges[k - 1][1] >= i
+
+    @property
+    def complete(self) -> bool:
+        """Whether every number added is in ``ranges()`` (False once ``limit`` was reached)."""
+        return self._complete
+
+    def ranges(self) -> list[list[int]]:
+        """A copy of the listed ranges, ``[[first, last], ...]`` in order."""
+        with self._lock:
+            return [list(r) for r in self._ranges]
+
+    def __iter__(self):
+        return (i for a, b in self.ranges() for i in range(a, b + 1))
+
+    def __repr__(self):
+        return f"IndexRanges({self.ranges()}, count={self.count})"
+
+
+class LiveSource:
+    """Frames of a live source. ``name`` (for messages), ``kind`` (camera, network, pipe,
+    file, folder, frames), ``live`` (a camera or network stream: frames come at the sender's
+    pace whether read or not, so a real-time feed is the default), ``fps`` (None if unknown),
+    ``width``/``height`` (of the first frame), ``reconnects`` (how many times it reopened).
+    Iterate once; ``close()`` (or ``with``) releases it."""
+
+    kind = "frames"
+    live = False
+    fps: float | None = None
+    reconnects = 0
+
+    def __init__(self, name: str):
+        self.name = name
+        self.width = self.height = None
+        self._closed = False
+
+    def __iter__(self):
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self._closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _fit(self, arr: np.ndarray) -> np.ndarray:
+        """Frames keep the first frame's size (a camera that changes mode, a new stream)."""
+        if self.width is None:
+            self.height, self.width = arr.shape[:2]
+        elif arr.shape[:2] != (self.height, self.width):
+            from PIL import Image
+            arr = np.asarray(Image.fromarray(arr).resize((self.width, self.height), Image.BILINEAR))
+        return arr
+
+    def __repr__(self):
+        return f"{type(self).__name__}({self.name!r}, {self.kind}, {self.width}x{self.height})"
+
+
+def check_frame(frame, what: str = "frame") -> np.ndarray:
+    """An HxWx3 uint8 RGB array from an array or a PIL image; a clear ValueError otherwise."""
+    frame_size(frame, what)
+    return frame if isinstance(frame, np.ndarray) else np.asarray(frame.convert("RGB"))
+
+
+class IterSource(LiveSource):
+    """Frames from any iterable (a list, an NxHxWx3 array, a generator)."""
+
+    def __init__(self, frames, name: str = "frames"):
+        super().__init__(name)
+        self._it = iter(frames)
+        try:
+            first = next(self._it)
+        except StopIteration:
+            raise ValueError("no frames: the sequence is empty") from None
+        self._first = self._fit(check_frame(first, "frame 0"))
+
+    def __iter__(self):
+        yield self._first
+        self._first = None
+        for i, f in enumerate(self._it, 1):
+            if self._closed:
+                return
+            yield self._fit(check_frame(f, f"frame {i}"))
+
+
+def _why(e: BaseException) -> str:
+    text = " ".join(str(e).split()) or type(e).__name__
+    return re.sub(r"^\[Errno -?\d+\] ", "", text)
