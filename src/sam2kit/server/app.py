@@ -49,15 +49,17 @@ def create_app(service) -> FastAPI:
     app = FastAPI(title="sam2kit", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.service = service
     from sam2kit.server.images_api import router as images
+    from sam2kit.server.cvat import router as cvat
     from sam2kit.server.videos_api import router as videos
 
     app.include_router(images)
     app.include_router(videos)
+    app.include_router(cvat)
     _errors(app)
 
     @app.middleware("http")
     async def token(request: Request, call_next):
-        if settings.token and request.url.path.startswith("/api"):
+        if settings.token and request.url.path.startswith(("/api", "/cvat")):
             given = request.headers.get("authorization", "")
             if not secrets.compare_digest(given.encode(), f"Bearer {settings.token}".encode()):
                 return _error(401, "this server needs a token: send `Authorization: Bearer TOKEN` "

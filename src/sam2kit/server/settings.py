@@ -37,6 +37,9 @@ class ServeSettings:
                                   "picture), the rest, at low CPU priority, for tracking, everything-masks "
                                   "and exports")
     queue: int = _setting(16, "model jobs that may wait; beyond it requests get 503 with Retry-After")
+    cvat_trackers: int = _setting(16, "shapes CVAT may track at once through /cvat/tracker (each a stream "
+                                      "session in flat memory); the least recently used is dropped")
+    cvat_tracker_ttl: float = _setting(600.0, "seconds a CVAT track may wait for its next frame before it is dropped")
     work_dir: Path | None = _setting(None, "where uploads and exports live while used (default: a "
                                            "fresh folder in the temporary folder, removed at exit)")
 
@@ -51,7 +54,7 @@ class ServeSettings:
     def check(self) -> None:
         """ValueError for a value no server can run with."""
         for name in ("max_upload_mb", "max_pixels", "max_sessions", "session_ttl", "max_images",
-                     "spill_limit_gb", "workers"):
+                     "spill_limit_gb", "workers", "cvat_trackers", "cvat_tracker_ttl"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if self.queue < 0:
