@@ -83,6 +83,25 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
                         "run there (other files are left alone)")
 
 
+def add_format_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", dest="formats", type=_formats, default=(), metavar="NAMES",
+                   help="also write these export formats beside results.json, comma-separated: "
+                        "coco-polygons, coco-rle, yolo, cvat-xml (docs/formats.md)")
+    p.add_argument("--polygon-tolerance", type=float, default=1.0, metavar="PX",
+                   help="largest distance in pixels between an exported polygon and the mask's "
+                        "traced outline (Douglas-Peucker; 0: no simplification; default 1)")
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    """argparse type of ``--format``."""
+    from sam2kit.formats.write import parse_formats
+
+    try:
+        return tuple(parse_formats(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def add_feedback_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bars, notes or summary (errors are still printed)")

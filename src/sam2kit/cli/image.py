@@ -14,8 +14,9 @@ from sam2kit.jobs.image import STALE, ImageJob, load_image  # noqa: F401 - load_
 
 from sam2kit.cli import prompts as P
 from sam2kit.cli.auto import add_auto_options, check_auto_args, summary_auto
-from sam2kit.cli.common import (Console, StagedOutput, add_feedback_options, add_model_options,
-                                add_output_options, check_model_options, fields_of, model_spec)
+from sam2kit.cli.common import (Console, StagedOutput, add_feedback_options, add_format_options,
+                                add_model_options, add_output_options, check_model_options, fields_of,
+                                model_spec)
 
 DESCRIPTION = """\
 Segment a photo with SAM 2 from prompts and write, into the output folder:
@@ -37,6 +38,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("image", nargs="?", type=Path, metavar="IMAGE",
                    help="the image file (default: the bundled sample photo)")
     add_output_options(p)
+    add_format_options(p)
     g = p.add_argument_group("prompts")
     g.add_argument("--grid", type=P.grid, metavar="ROWSxCOLS",
                    help="a grid of points at the cells' centres, each its own prompt (default: 3x3)")

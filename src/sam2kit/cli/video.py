@@ -11,8 +11,9 @@ from sam2kit.jobs.video import DEFAULT_FPS, VideoJob
 from sam2kit.cli import live
 from sam2kit.cli import prompts as P
 from sam2kit.cli.video_summary import summary
-from sam2kit.cli.common import (Console, StagedOutput, add_feedback_options, add_model_options,
-                                add_output_options, check_model_options, fields_of, model_spec)
+from sam2kit.cli.common import (CLIError, Console, StagedOutput, add_feedback_options, add_format_options,
+                                add_model_options, add_output_options, check_model_options, fields_of,
+                                model_spec)
 
 DESCRIPTION = """\
 Track objects through a video with SAM 2 and write, into the output folder, for every frame
@@ -49,6 +50,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         "network URL (rtsp:// rtmp:// http(s):// udp:// tcp:// srt://), a camera "
                         "(/dev/video0; or --camera N) (default: the bundled sample clip)")
     add_output_options(p)
+    add_format_options(p)
     g = p.add_argument_group("prompts (repeatable; the same FRAME and OBJ form one prompt)")
     g.add_argument("--point", type=P.video_point, action="append", default=[],
                    metavar="FRAME:X,Y[:LABEL][@OBJ]",
@@ -102,6 +104,9 @@ def add_tracking_options(p: argparse.ArgumentParser) -> None:
 def command(args, console: Console) -> tuple[dict, str]:
     check_model_options(args)  # fail fast, before anything slow
     if live.is_live(args):
+        if args.formats:  # live results are a frames.jsonl stream: nothing to convert at the end
+            raise CLIError("--format is for files and frame folders; a live source's results are "
+                           "frames.jsonl, written as frames arrive (convert a saved run instead)")
         return live.command(args, console)
     with StagedOutput(args.output, args.overwrite) as out:
         results = job.run(fields_of(VideoJob, args), console, out, model_spec=model_spec(args))

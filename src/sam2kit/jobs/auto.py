@@ -13,7 +13,7 @@ from sam2kit import SAM2AutomaticMaskGenerator
 from sam2kit.image.amg import rle_to_mask
 from sam2kit.image.automatic import coco_annotations
 from sam2kit.image.io import DEFAULT_MAX_PIXELS
-from sam2kit.jobs.common import Console, sample
+from sam2kit.jobs.common import Console, sample, write_export_formats
 from sam2kit.jobs.image import load_image
 from sam2kit.jobs.model import load_model
 from sam2kit.outputs import colour, mask_png, save_json, tint
@@ -34,6 +34,8 @@ class AutoJob:
     crop_layers: int = 0
     min_region_area: int = 0
     m2m: bool = False
+    formats: tuple[str, ...] = ()  # export formats (sam2kit.formats.write), e.g. ("coco-polygons", "yolo")
+    polygon_tolerance: float = 1.0  # their polygons' Douglas-Peucker tolerance, in pixels
 
 
 def settings(args: AutoJob) -> dict:
@@ -92,4 +94,5 @@ def run_auto(args: AutoJob, console: Console, out: Path, model=None, model_info=
         "annotations": annotations,
     }
     save_json(results, out / "results.json")
+    write_export_formats(args, out, results)
     return results

@@ -157,3 +157,16 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+def write_export_formats(job, out: Path, results: dict) -> None:
+    """The export formats a job asks for (``job.formats``, ``sam2kit.formats.write``), written
+    into its output folder beside results.json; an InputError if a format cannot be written."""
+    if not getattr(job, "formats", ()):
+        return
+    from sam2kit.formats.write import write_formats
+
+    try:
+        write_formats(out, list(job.formats), results, job.polygon_tolerance)
+    except ImportError as e:
+        raise InputError(one_line(e)) from None

@@ -15,7 +15,7 @@ from sam2kit import SAM2ImagePredictor
 from sam2kit.errors import InputError
 from sam2kit.image.io import DEFAULT_MAX_PIXELS, ImageReadError, allow_pixels, read_image
 from sam2kit.jobs import prompts as P
-from sam2kit.jobs.common import Console, sample
+from sam2kit.jobs.common import Console, sample, write_export_formats
 from sam2kit.jobs.model import load_model
 from sam2kit.outputs import (BBOX_FORMAT, colour, draw_prompt, grid_composite, mask_png, mask_stats,
                              save_json, tint)
@@ -37,6 +37,8 @@ class ImageJob:
     grid: tuple[int, int] | None = None
     single_mask: bool = False
     max_pixels: int | None = DEFAULT_MAX_PIXELS
+    formats: tuple[str, ...] = ()  # export formats (sam2kit.formats.write), e.g. ("coco-polygons", "yolo")
+    polygon_tolerance: float = 1.0  # their polygons' Douglas-Peucker tolerance, in pixels
 
 
 def load_image(path: Path, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> np.ndarray:
@@ -124,4 +126,5 @@ def run(args: ImageJob, console: Console, out: Path, model=None, model_info=None
         "timings_s": timings, "prompts": entries,
     }
     save_json(results, out / "results.json")
+    write_export_formats(args, out, results)
     return results

@@ -18,7 +18,7 @@ from sam2kit import SAM2VideoPredictor
 from sam2kit.devices import RELEASE_EVERY
 from sam2kit.errors import InputError
 from sam2kit.jobs import prompts as P
-from sam2kit.jobs.common import Console, one_line, sample
+from sam2kit.jobs.common import Console, one_line, sample, write_export_formats
 from sam2kit.jobs.live_results import RunningTotals
 from sam2kit.jobs.model import load_model
 from sam2kit.outputs import (BBOX_FORMAT, Mp4Writer, colour, draw_prompt, mask_png, mask_stats, palette_png,
@@ -45,6 +45,8 @@ class VideoJob:
     max_frames: int | None = None
     reverse: bool = False
     fps: float | None = None
+    formats: tuple[str, ...] = ()  # export formats (sam2kit.formats.write), e.g. ("coco-polygons", "yolo")
+    polygon_tolerance: float = 1.0  # their polygons' Douglas-Peucker tolerance, in pixels
 
 
 def open_video(path: Path):
@@ -303,4 +305,6 @@ def run(args: "VideoJob", console: Console, out: Path, model=None, model_info=No
     timings = {"load_model": model_info["load_model_s"], "open_video_and_prompts": prompt_s,
                "tracking": spent["model"], "writing": spent["write"],
                "total": time.perf_counter() - t_start + loaded_before * model_info["load_model_s"]}
-    return recorder.finish(timings, spent)
+    results = recorder.finish(timings, spent)
+    write_export_formats(args, out, results)
+    return results
