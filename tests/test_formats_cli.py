@@ -73,3 +73,19 @@ def test_unknown_format_is_refused_before_anything_runs(files, tmp_path, capsys)
     rc = main(["image", str(files["root"] / "photo.png"), "-o", str(tmp_path / "x"), "--format", "coco,yolo"])
     assert rc == 2 and "unknown export format coco" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_batch_items_write_formats(files, tmp_path):
+    from pycocotools.coco import COCO
+
+    (tmp_path / "in").mkdir()
+    Image.open(files["root"] / "photo.png").save(tmp_path / "in" / "a.png")
+    rc = main(["batch", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "--task", "image", "--checkpoint",
+               str(files["ckpt"]), "--resolution", "256", "--device", "cpu", "--grid", "1x2", "-q",
+               "--format", "coco-polygons,yolo"])
+    assert rc == 0
+    item = tmp_path / "out" / "a.png"
+    coco = COCO(str(item / "coco_polygons.json"))
+    r = json.loads((item / "results.json").read_text())
+    assert len(coco.getAnnIds()) == sum(_mask(item / e["mask_file"]).any() for e in r["prompts"])
+    assert (item / "yolo" / "labels" / "a.txt").is_file()

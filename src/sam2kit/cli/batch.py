@@ -44,6 +44,9 @@ FORWARD = [
     ("video", "--max-frames", "value", "N", "track at most N frames"),
     ("video", "--reverse", "flag", None, "track backward"),
     ("video", "--fps", "value", "FPS", "frame rate of overlay.mp4 (default: the video's)"),
+    ("export", "--format", "value", "NAMES", "export formats written in every item's folder, "
+     "comma-separated: coco-polygons, coco-rle, yolo, cvat-xml (as `sam2kit image --format`)"),
+    ("export", "--polygon-tolerance", "value", "PX", "their polygons' tolerance in pixels (default 1)"),
     ("model", "--model", "value", "MODEL", "tiny, small, base-plus, large, a model name, a hub id or a "
      ".pt checkpoint (default: facebook/sam2-hiera-tiny)"),
     ("model", "--sam2.1", "flag", None, "with a short --model name: the SAM 2.1 model"),
@@ -58,7 +61,8 @@ FORWARD = [
 ]
 GROUPS = {"prompts": "default prompt (items without their own; as in `sam2kit image` / `video`)",
           "auto": "automatic masks (--task auto; as `sam2kit image --auto`)",
-          "video": "tracking (--task video; as `sam2kit video`)", "model": "model (as every command)"}
+          "video": "tracking (--task video; as `sam2kit video`)",
+          "export": "export formats (docs/formats.md)", "model": "model (as every command)"}
 
 
 def _dest(flag: str) -> str:
