@@ -227,12 +227,16 @@ class Prompt:
     label: str | None
 
 
-def prompt_from_context(regions: list[dict], config: LabelConfig) -> Prompt:
+def prompt_from_context(regions: list[dict], config: LabelConfig, size: tuple[int, int] | None = None) -> Prompt:
     """``params.context.result`` of an interactive request (keypointlabels and rectanglelabels
     regions in percent) -> one Prompt in pixels. Several keypoints make one prompt; of several
     rectangles the last is the box (SAM 2 takes one box per mask). ``is_positive`` false (Alt+click)
-    is a background point. Raises ValueError for regions sam2kit cannot use."""
-    points, labels, box, label, to_name, size = [], [], None, None, None, None
+    is a background point. ``size`` (width, height): the picture as sam2kit read it, used for the
+    conversion instead of the regions' ``original_width/height`` (percent is of the picture, so this
+    stays right if Label Studio measured it differently). Raises ValueError for regions sam2kit
+    cannot use."""
+    points, labels, box, label, to_name, given = [], [], None, None, None, size
+    size = None
     for r in regions:
         kind = r.get("type")
         if kind not in PROMPTS:
@@ -245,6 +249,8 @@ def prompt_from_context(regions: list[dict], config: LabelConfig) -> Prompt:
         if w <= 0 or h <= 0 or (size is not None and size != (w, h)):
             raise ValueError(f"the prompt regions disagree on the picture's size ({size} and {(w, h)})")
         size, to_name = (w, h), r.get("to_name", to_name)
+        if given is not None:
+            w, h = given
         chosen = value.get(kind) or []
         label = chosen[0] if chosen else label
         x, y = percent_to_pixels(value["x"], w), percent_to_pixels(value["y"], h)
@@ -258,8 +264,38 @@ def prompt_from_context(regions: list[dict], config: LabelConfig) -> Prompt:
         raise ValueError("the context has no keypoint or rectangle region to prompt with")
     if to_name is None or to_name not in config.objects:
         to_name = next(iter(k for k, v in config.objects.items() if v[0] == "image"), None)
-    return Prompt(to_name, size[0], size[1], np.array(points, np.float32).reshape(-1, 2),
+    w, h = given or size
+    return Prompt(to_name, w, h, np.array(points, np.float32).reshape(-1, 2),
                   np.array(labels, np.int32), box, label)
+
+
+def parse_preannotate(text: str) -> tuple[str, tuple[float, ...]]:
+    """The pre-annotation setting -> ("auto" | "off", ()) or ("point", (x, y)) / ("box", (x0, y0,
+    x1, y1)) in percent of the picture; ValueError naming the forms it takes."""
+    text = (text or "").strip().lower()
+    if text in ("auto", "off"):
+        return text, ()
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    ok = len(values) in (2, 4) and all(0 <= v <= 100 for v in values)
+    if ok and len(values) == 4:
+        ok = values[2] > values[0] and values[3] > values[1]
+    if not ok:
+        raise ValueError(f"pre-annotation {text!r} is not auto, off, 'X,Y' (a point) or 'X0,Y0,X1,Y1' (a box) "
+                         "in percent of the picture (0-100)")
+    return ("point" if len(values) == 2 else "box"), values
+
+
+def preset_prompt(kind: str, values: tuple[float, ...], to_name: str, width: int, height: int) -> Prompt:
+    """A configured point or box (percent) as a Prompt in pixels of a width x height picture."""
+    if kind == "point":
+        pts = np.array([[percent_to_pixels(values[0], width), percent_to_pixels(values[1], height)]], np.float32)
+        return Prompt(to_name, width, height, pts, np.ones(1, np.int32), None, None)
+    box = np.array([percent_to_pixels(values[0], width), percent_to_pixels(values[1], height),
+                    percent_to_pixels(values[2], width), percent_to_pixels(values[3], height)], np.float32)
+    return Prompt(to_name, width, height, np.zeros((0, 2), np.float32), np.zeros(0, np.int32), box, None)
 
 
 # ---- results ------------------------------------------------------------------------------------
@@ -388,5 +424,5 @@ def pre_annotation_task(image: str, masks: list[np.ndarray], scores: list[float]
 
 __all__ = ["LabelConfig", "LabelConfigError", "Output", "Prompt", "box_percent", "brush_result",
            "brush_rle_to_mask", "config_for_masks", "mask_results", "mask_to_brush_rle", "parse_label_config",
-           "percent_to_pixels", "pixels_to_percent", "polygon_results", "pre_annotation_task", "prediction",
+           "parse_preannotate", "percent_to_pixels", "preset_prompt", "pixels_to_percent", "polygon_results", "pre_annotation_task", "prediction",
            "prompt_from_context", "video_prompt", "videorectangle_sequence"]
