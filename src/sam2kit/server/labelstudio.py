@@ -42,7 +42,7 @@ class Refused(Exception):
 
 
 def refusal(e: Refused) -> JSONResponse:
-    words = re.sub(r"[^A-Za-z0-9.,=_]+", "-", str(e)).strip("-")[:400]
+    words = re.sub(r"[^A-Za-z0-9]+", "-", str(e)).strip("-")[:400]
     return JSONResponse({"error": str(e)}, status_code=307,
                         headers={"Location": f"/label-studio/error/{e.status}/{words}"})
 
