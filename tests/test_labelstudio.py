@@ -5,13 +5,15 @@ the conversions of ``sam2kit.formats.labelstudio`` against label_studio_sdk."""
 
 from __future__ import annotations
 
+import os
+
 import httpx
 import numpy as np
 import pytest
 from PIL import Image
 
 from conftest import synthetic_image
-from ls_harness import TOKEN, LabelStudio, need_label_studio, sdk_decode, sdk_encode
+from ls_harness import PASSWORD, TOKEN, USER, LabelStudio, need_label_studio, sdk_decode, sdk_encode
 from sam2kit import SAM2ImagePredictor, SAM2VideoPredictor
 from sam2kit.formats import labelstudio as ls
 from sam2kit.images import read_image
@@ -307,3 +309,59 @@ def test_protocol_errors_are_clear_never_500(stack, files):
         assert c.post("/webhook", json={"action": "PROJECT_UPDATED"}).json() == {"status": "Unknown event"}
         r = c.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 1}})
         assert r.status_code == 201 and r.json()["result"]["trained"] is False
+
+
+def test_label_studio_shows_the_mask(stack, image_project, files, tmp_path):
+    """The labeling page in Chromium, logged in as a person would, showing sam2kit's mask for one
+    click (saved as the task's prediction); the screenshot goes to out/page-tests/label-studio/ and,
+    with SAM2KIT_LABEL_STUDIO_SCREENSHOT=PATH, reduced for the docs to PATH."""
+    from page_harness import Browser
+
+    studio, _, _ = stack
+    pid, ml, _ = image_project
+    task = studio.upload(pid, files["photo"], "image/png")["id"]
+    answer = studio.interactive(ml, task, [keypoint(40.3, 51.7, 160, 120)])
+    r = studio.api.post("/api/predictions", json={"task": task, **answer["data"]})
+    assert r.status_code == 201, r.text
+    browser = Browser("label-studio")
+    try:
+        page = browser.page
+        page.set_viewport_size({"width": 1280, "height": 800})
+        page.goto(studio.url + "/user/login/")
+        page.fill('input[name="email"]', USER)
+        page.fill('input[name="password"]', PASSWORD)
+        page.click('button[type="submit"]')
+        page.wait_for_url(lambda url: "/user/login" not in url, timeout=60_000)
+        page.goto(f"{studio.url}/projects/{pid}/data?task={task}")
+        page.get_by_text("Dog").first.wait_for(timeout=60_000)  # the region's label in the regions panel
+        page.wait_for_timeout(2000)
+        shot = browser.shots / "labeling.png"
+        page.screenshot(path=str(shot))
+    finally:
+        browser.close()
+    target = os.environ.get("SAM2KIT_LABEL_STUDIO_SCREENSHOT")
+    if target:
+        img = Image.open(shot).convert("RGB")
+        img = img.resize((960, round(img.height * 960 / img.width)), Image.LANCZOS)
+        img.quantize(colors=128, method=Image.Quantize.MEDIANCUT).save(target, optimize=True)
+
+
+def test_polygons_from_label_studio(stack, files):
+    studio, server, image = stack
+    config = IMAGE_CONFIG.replace("BrushLabels", "PolygonLabels")
+    pid = studio.project("sam2kit polygons", config)
+    r = studio.connect(pid, server.url + "/label-studio", **BASIC)
+    assert r.status_code == 201, r.text
+    task = studio.upload(pid, files["photo"], "image/png")["id"]
+    answer = studio.interactive(r.json()["id"], task, [keypoint(40.3, 51.7, 160, 120)])
+    assert "errors" not in answer, answer
+    from sam2kit.formats.polygons import mask_to_polygons, polygons_to_mask
+
+    want, _ = expected(image, files["photo"], [[40.3 * 160 / 100, 51.7 * 120 / 100]], [1])
+    regions = answer["data"]["result"]
+    assert len(regions) == len(mask_to_polygons(want)) > 0  # one region per connected part
+    assert all(g["type"] == "polygonlabels" and g["value"]["polygonlabels"] == ["Dog"] for g in regions)
+    rings = [np.array(g["value"]["points"]) * [160 / 100, 120 / 100] for g in regions]
+    drawn = polygons_to_mask(rings, 120, 160)
+    iou = (drawn & want).sum() / (drawn | want).sum()
+    assert iou > 0.9  # simplified by --polygon-tolerance 1 px (exactness at 0: the unit test above)

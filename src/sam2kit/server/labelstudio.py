@@ -90,6 +90,8 @@ class LabelStudio:
 
     async def predict(self, body: dict) -> dict:
         config = ls.parse_label_config(body.get("label_config") or "")
+        if any(o.kind == "polygonlabels" for o in config.outputs):
+            _polygons_available()
         tasks = body.get("tasks") or []
         if not isinstance(tasks, list) or not all(isinstance(t, dict) for t in tasks):
             raise Refused("tasks must be a list of Label Studio tasks")
@@ -195,6 +197,15 @@ def _track(predictor, state, frame: int, box: np.ndarray, frames: int) -> dict:
     return boxes
 
 
+def _polygons_available() -> None:
+    try:
+        from ..formats.polygons import _skimage_measure
+
+        _skimage_measure()
+    except ImportError as e:
+        raise Refused(f"the label config has PolygonLabels, and {e}", 501) from None
+
+
 def _bridge(request: Request) -> LabelStudio:
     app = request.app
     if getattr(app.state, "label_studio", None) is None:
@@ -222,7 +233,9 @@ async def health(request: Request):
 async def setup(request: Request):
     try:
         body = await _json(request)
-        ls.parse_label_config(body.get("schema") or "")
+        config = ls.parse_label_config(body.get("schema") or "")
+        if any(o.kind == "polygonlabels" for o in config.outputs):
+            _polygons_available()
     except (Refused, ls.LabelConfigError) as e:
         return refusal(e if isinstance(e, Refused) else Refused(str(e)))
     return {"model_version": _bridge(request).model_version}
