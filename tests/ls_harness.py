@@ -53,7 +53,7 @@ class LabelStudio:
         for key in ("LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY"):
             env.pop(key, None)
         self.log_path = root / "label-studio.log"
-        self._log = open(self.log_path, "w")
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - open while the server runs, closed by stop()
         self.proc = subprocess.Popen(
             [str(ENV / "bin" / "label-studio"), "start", "--no-browser", "--data-dir", str(data),
              "--database", str(data / "label_studio.sqlite3"), "--internal-host", "127.0.0.1",

@@ -197,9 +197,7 @@ def parse_label_config(xml: str) -> LabelConfig:
     outputs, prompts = [], []
     for tag, name, to_name, labels in tags:
         kind = objects.get(to_name, (None,))[0]
-        if tag in OUTPUTS and kind == "image":
-            outputs.append(Output(name, to_name, tag, labels))
-        elif tag == "videorectangle" and kind == "video":
+        if (tag in OUTPUTS and kind == "image") or (tag == "videorectangle" and kind == "video"):
             outputs.append(Output(name, to_name, tag, labels))
         elif tag in PROMPTS and kind == "image":
             prompts.append(name)
@@ -389,12 +387,13 @@ def video_prompt(regions: list[dict], config: LabelConfig) -> tuple[Output, dict
 
 def config_for_masks(from_name: str = "mask", to_name: str = "image", labels=("object",)) -> str:
     """A label config that shows pre-annotated masks (BrushLabels on an Image)."""
-    items = "".join(f'<Label value="{ET_escape(lab)}"/>' for lab in labels)
+    items = "".join(f'<Label value="{_xml_attr(lab)}"/>' for lab in labels)
     return (f'<View><Image name="{to_name}" value="$image"/>'
             f'<BrushLabels name="{from_name}" toName="{to_name}">{items}</BrushLabels></View>')
 
 
-def ET_escape(text: str) -> str:  # noqa: N802 - XML attribute escaping
+def _xml_attr(text: str) -> str:
+    """``text`` escaped for an XML attribute value."""
     from xml.sax.saxutils import quoteattr
 
     return quoteattr(str(text))[1:-1]
@@ -422,7 +421,26 @@ def pre_annotation_task(image: str, masks: list[np.ndarray], scores: list[float]
     return {"data": {to_name: image}, "predictions": [prediction(results, mean, model_version)]}
 
 
-__all__ = ["LabelConfig", "LabelConfigError", "Output", "Prompt", "box_percent", "brush_result",
-           "brush_rle_to_mask", "config_for_masks", "mask_results", "mask_to_brush_rle", "parse_label_config",
-           "parse_preannotate", "percent_to_pixels", "preset_prompt", "pixels_to_percent", "polygon_results", "pre_annotation_task", "prediction",
-           "prompt_from_context", "video_prompt", "videorectangle_sequence"]
+__all__ = [
+    "LabelConfig",
+    "LabelConfigError",
+    "Output",
+    "Prompt",
+    "box_percent",
+    "brush_result",
+    "brush_rle_to_mask",
+    "config_for_masks",
+    "mask_results",
+    "mask_to_brush_rle",
+    "parse_label_config",
+    "parse_preannotate",
+    "percent_to_pixels",
+    "pixels_to_percent",
+    "polygon_results",
+    "pre_annotation_task",
+    "prediction",
+    "preset_prompt",
+    "prompt_from_context",
+    "video_prompt",
+    "videorectangle_sequence",
+]

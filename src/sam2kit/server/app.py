@@ -59,12 +59,12 @@ def create_app(service) -> FastAPI:
 
     @app.middleware("http")
     async def token(request: Request, call_next):
-        if settings.token and request.url.path.startswith(("/api", "/label-studio")):
-            if not _authorized(request.headers.get("authorization", ""), settings.token,
-                               basic=request.url.path.startswith("/label-studio")):
-                return _error(401, "this server needs a token: send `Authorization: Bearer TOKEN` "
-                                   "(the --token it was started with; Label Studio: Basic authentication, "
-                                   "any user name, the token as the password)", {"WWW-Authenticate": "Bearer"})
+        guarded = settings.token and request.url.path.startswith(("/api", "/label-studio"))
+        if guarded and not _authorized(request.headers.get("authorization", ""), settings.token,
+                                       basic=request.url.path.startswith("/label-studio")):
+            return _error(401, "this server needs a token: send `Authorization: Bearer TOKEN` "
+                               "(the --token it was started with; Label Studio: Basic authentication, "
+                               "any user name, the token as the password)", {"WWW-Authenticate": "Bearer"})
         return await call_next(request)
 
     @app.get("/api/health", response_model=Health, tags=["server"], summary="Model, device and limits")
