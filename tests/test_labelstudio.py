@@ -383,3 +383,25 @@ def test_polygons_from_label_studio(stack, files):
     drawn = polygons_to_mask(rings, 120, 160)
     iou = (drawn & want).sum() / (drawn | want).sum()
     assert iou > 0.9  # simplified by --polygon-tolerance 1 px (exactness at 0: the unit test above)
+
+
+def test_personal_access_tokens_are_exchanged(stack, image_project, files, tmp_path):
+    """Label Studio 1.2x's default key, a personal access token (a JWT refresh token), is exchanged
+    at /api/token/refresh/ and the file fetched with the access token; a wrong key is named."""
+    import asyncio
+
+    from sam2kit.server.fetch import Fetcher
+    from sam2kit.server.media import BadInput
+    from sam2kit.server.settings import ServeSettings
+
+    studio = stack[0]
+    r = studio.api.post("/api/token/")
+    assert r.status_code in (200, 201), r.text
+    url = image_project[2]["photo"]["data"]["image"]
+    assert url.startswith("/data/upload/")
+    fetcher = Fetcher(ServeSettings(label_studio_url=studio.url, label_studio_api_key=r.json()["token"]), tmp_path)
+    path, _ = asyncio.run(fetcher.fetch(url))
+    assert path.read_bytes() == files["photo"].read_bytes() and fetcher._access is not None
+    wrong = Fetcher(ServeSettings(label_studio_url=studio.url, label_studio_api_key="not-a-key"), tmp_path)
+    with pytest.raises(BadInput, match=r"refused sam2kit \(401\)"):
+        asyncio.run(wrong.fetch(url))
