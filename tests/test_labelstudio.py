@@ -314,6 +314,9 @@ def test_protocol_errors_are_clear_never_500(stack, files):
         assert r.status_code == 307 and "cloud storage" in r.json()["error"]
         body["tasks"][0]["data"] = {"picture": "x"}
         assert "no data field 'image'" in c.post("/predict", json=body).json()["error"]
+        assert "needs the task" in c.post("/predict", json={**body, "tasks": []}).json()["error"]
+        body["params"]["context"]["result"] = [{"type": "keypointlabels", "value": {"x": 5}}]
+        assert "original_width" in c.post("/predict", json=body).json()["error"]
         assert c.post("/webhook", json={"action": "PROJECT_UPDATED"}).json() == {"status": "Unknown event"}
         r = c.post("/webhook", json={"action": "ANNOTATION_CREATED", "project": {"id": 1}})
         assert r.status_code == 201 and r.json()["result"]["trained"] is False

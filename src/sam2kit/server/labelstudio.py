@@ -28,6 +28,7 @@ from .fetch import Fetcher
 from .media import BadInput
 from .schemas import PredictRequest
 from .store import Gone
+from .wire import check_box
 
 router = APIRouter(prefix="/label-studio", tags=["label studio"])
 
@@ -97,6 +98,10 @@ class LabelStudio:
             raise Refused("tasks must be a list of Label Studio tasks")
         params = body.get("params") or {}
         regions = ((params.get("context") or {}).get("result")) or []
+        if not isinstance(regions, list) or not all(isinstance(r, dict) for r in regions):
+            raise Refused("params.context.result must be a list of Label Studio regions")
+        if regions and not tasks:
+            raise Refused("an interactive request needs the task it is about in tasks")
         if any(r.get("type") == "videorectangle" for r in regions):
             return {"results": [await self.track(tasks[0], regions, config)]}
         if any(r.get("type") in ls.PROMPTS for r in regions):
@@ -163,17 +168,23 @@ class LabelStudio:
         entry = await self.video(self._url(task, config, out.to_name))
         s = entry.state
         w, h = s.video_width, s.video_height
-        frame = int(key["frame"]) - 1
+        try:
+            frame = int(key["frame"]) - 1
+            x0, y0 = ls.percent_to_pixels(key["x"], w), ls.percent_to_pixels(key["y"], h)
+            box = np.array([x0, y0, x0 + ls.percent_to_pixels(key["width"], w),
+                            y0 + ls.percent_to_pixels(key["height"], h)], np.float32)
+        except (KeyError, TypeError, ValueError):
+            raise Refused("the video rectangle's keyframe needs frame, x, y, width and height") from None
         if not 0 <= frame < s.num_frames:
             raise Refused(f"the rectangle is on frame {frame + 1}, but the video has {s.num_frames} frames")
-        x0, y0 = ls.percent_to_pixels(key["x"], w), ls.percent_to_pixels(key["y"], h)
-        box = np.array([x0, y0, x0 + ls.percent_to_pixels(key["width"], w),
-                        y0 + ls.percent_to_pixels(key["height"], h)], np.float32)
+        check_box(box.tolist(), w, h)
         frames = self.service.settings.label_studio_max_frames
         videos = self.service.videos
         boxes = await videos.run_on(entry, _track, videos.predictor, s, frame, box, frames, lane="bulk")
         value = dict(region["value"])
-        fps = (value.get("framesCount") / value["duration"]) if value.get("duration") else entry.fps
+        counted, duration = value.get("framesCount"), value.get("duration")
+        ok = isinstance(counted, (int, float)) and isinstance(duration, (int, float)) and duration > 0
+        fps = counted / duration if ok else entry.fps
         drawn = {int(k["frame"]) for k in value["sequence"]}
         tracked = [k for k in ls.videorectangle_sequence(boxes, fps) if k["frame"] not in drawn]
         value["sequence"] = sorted(list(value["sequence"]) + tracked, key=lambda k: int(k["frame"]))
