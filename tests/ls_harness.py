@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -20,6 +21,9 @@ ENV = Path(os.environ.get("SAM2KIT_LABEL_STUDIO_ENV", Path.home() / ".cache" / "
 PYTHON = ENV / "bin" / "python"
 USER, PASSWORD = "tester@example.com", "sam2kit-test-pass"
 TOKEN = "5a3b2c1d0e9f8a7b6c5d4e3f2a1b0c9d8e7f6a5b"
+# a migrated database with the test user, made once by `label-studio init` and copied for each run
+# (migrating a fresh SQLite database takes Label Studio minutes; starting on a copy, seconds)
+TEMPLATE = ENV / "sam2kit-test-template" / "label_studio.sqlite3"
 
 
 def need_label_studio() -> Path:
@@ -52,6 +56,7 @@ class LabelStudio:
                    DJANGO_DB="sqlite", LOG_LEVEL="WARNING", PYTHONUNBUFFERED="1")
         for key in ("LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY"):
             env.pop(key, None)
+        shutil.copyfile(template_db(root, env), data / "label_studio.sqlite3")
         self.log_path = root / "label-studio.log"
         self._log = open(self.log_path, "w")  # noqa: SIM115 - open while the server runs, closed by stop()
         self.proc = subprocess.Popen(
@@ -62,7 +67,7 @@ class LabelStudio:
             stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=root)
         self.api = httpx.Client(base_url=self.url, headers={"Authorization": f"Token {TOKEN}"}, timeout=150)
 
-    def wait(self, timeout: float = 240.0) -> None:
+    def wait(self, timeout: float = 600.0) -> None:
         """Until Label Studio answers the user's token (its first start migrates the database)."""
         deadline = time.monotonic() + timeout
         while True:
@@ -115,6 +120,24 @@ class LabelStudio:
         r = self.api.post(f"/api/ml/{ml}/interactive-annotating", json={"task": task, "context": {"result": regions}})
         assert r.status_code == 200, r.text
         return r.json()
+
+
+def template_db(root: Path, env: dict) -> Path:
+    """The migrated database with the test user and its legacy token (made on first use)."""
+    if TEMPLATE.is_file():
+        return TEMPLATE
+    work = root / "ls-template"
+    work.mkdir(exist_ok=True)
+    db = work / "label_studio.sqlite3"
+    subprocess.run([str(ENV / "bin" / "label-studio"), "init", "--data-dir", str(work), "--database", str(db),
+                    "--username", USER, "--password", PASSWORD, "--user-token", TOKEN,
+                    "--enable-legacy-api-token"], env={**env, "LABEL_STUDIO_BASE_DATA_DIR": str(work)},
+                   cwd=root, check=True, timeout=900, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    TEMPLATE.parent.mkdir(exist_ok=True)
+    partial = TEMPLATE.with_suffix(f".{os.getpid()}.part")
+    shutil.copyfile(db, partial)
+    os.replace(partial, TEMPLATE)  # (atomic: a concurrent run sees the whole file or none)
+    return TEMPLATE
 
 
 DECODE = """
