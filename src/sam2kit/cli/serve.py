@@ -22,7 +22,9 @@ are removed.
 
 _TYPES = {int: int, float: float, str: str, bool: bool}
 _METAVARS = {"host": "HOST", "port": "PORT", "token": "TOKEN", "max_upload_mb": "MB", "session_ttl": "SECONDS",
-             "spill_limit_gb": "GB"}
+             "spill_limit_gb": "GB", "label_studio_url": "URL", "label_studio_api_key": "KEY",
+             "label_studio_preannotate": "MODE", "fetch_max_mb": "MB", "fetch_timeout": "SECONDS",
+             "cvat_tracker_ttl": "SECONDS", "polygon_tolerance": "PIXELS"}
 
 
 def add_parser(sub) -> argparse.ArgumentParser:

@@ -48,22 +48,25 @@ def create_app(service) -> FastAPI:
 
     app = FastAPI(title="sam2kit", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.service = service
-    from sam2kit.server.images_api import router as images
     from sam2kit.server.cvat import router as cvat
+    from sam2kit.server.images_api import router as images
+    from sam2kit.server.labelstudio import router as label_studio
     from sam2kit.server.videos_api import router as videos
 
     app.include_router(images)
     app.include_router(videos)
     app.include_router(cvat)
+    app.include_router(label_studio)
     _errors(app)
 
     @app.middleware("http")
     async def token(request: Request, call_next):
-        if settings.token and request.url.path.startswith(("/api", "/cvat")):
-            given = request.headers.get("authorization", "")
-            if not secrets.compare_digest(given.encode(), f"Bearer {settings.token}".encode()):
-                return _error(401, "this server needs a token: send `Authorization: Bearer TOKEN` "
-                                   "(the --token it was started with)", {"WWW-Authenticate": "Bearer"})
+        guarded = settings.token and request.url.path.startswith(("/api", "/cvat", "/label-studio"))
+        if guarded and not _authorized(request.headers.get("authorization", ""), settings.token,
+                                       basic=request.url.path.startswith("/label-studio")):
+            return _error(401, "this server needs a token: send `Authorization: Bearer TOKEN` "
+                               "(the --token it was started with; Label Studio: Basic authentication, "
+                               "any user name, the token as the password)", {"WWW-Authenticate": "Bearer"})
         return await call_next(request)
 
     @app.get("/api/health", response_model=Health, tags=["server"], summary="Model, device and limits")
@@ -87,6 +90,22 @@ def create_app(service) -> FastAPI:
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + 64 * 1024,  # (multipart framing)
                        shown=settings.max_upload_bytes)
     return app
+
+
+def _authorized(given: str, token: str, basic: bool) -> bool:
+    """``Bearer TOKEN``; for Label Studio (whose ML backends authenticate with Basic auth only) also
+    ``Basic`` with the token as the password (any user name)."""
+    ok = secrets.compare_digest(given.encode(), f"Bearer {token}".encode())
+    if basic and given.startswith("Basic "):
+        import base64
+        import binascii
+
+        try:
+            password = base64.b64decode(given[6:], validate=True).decode().partition(":")[2]
+        except (binascii.Error, UnicodeDecodeError):
+            return False
+        ok = secrets.compare_digest(password.encode(), token.encode())
+    return ok
 
 
 async def _expire(service) -> None:

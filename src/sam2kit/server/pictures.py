@@ -81,6 +81,17 @@ class Pictures:
         best = int(np.argmax(scores))
         return {"masks": out, "best": best, "logits_id": out[best]["logits_id"]}
 
+    async def masks(self, image_id: str, req) -> tuple[np.ndarray, np.ndarray]:
+        """([K, H, W] bool masks, [K] scores) of a PredictRequest without mask_input, for front ends
+        that send masks in their own format (Label Studio)."""
+        entry = await self._ready(image_id)
+        for x, y in req.points:
+            check_inside(x, y, entry.width, entry.height, "point")
+        if req.box is not None:
+            check_box(req.box, entry.width, entry.height)
+        masks, scores, _ = await self.service.executor.run(self._predict, entry, req, None)
+        return masks.astype(bool), scores
+
     def _predict(self, entry: ImageEntry, req, mask_input):
         predictor = SAM2ImagePredictor(self.service.model)
         predictor.set_embedding(entry.embedding)
@@ -107,9 +118,14 @@ class Pictures:
                 "categories": [{"id": 1, "name": "object"}],
                 "annotations": coco_annotations(records, image_id=1)}
 
-    def _automatic(self, entry: ImageEntry, params: dict):
+    async def automatic_records(self, image_id: str, req) -> list[dict]:
+        """The generator's records of every mask, masks as [H, W] bool (``segmentation``)."""
+        entry = await self._ready(image_id)
+        return await self.service.executor.run(self._automatic, entry, req.model_dump(), "binary_mask", lane="bulk")
+
+    def _automatic(self, entry: ImageEntry, params: dict, output_mode: str = "uncompressed_rle"):
         array = read_image(entry.path, self.service.settings.max_pixels)
-        generator = SAM2AutomaticMaskGenerator(self.service.model, output_mode="uncompressed_rle", **params)
+        generator = SAM2AutomaticMaskGenerator(self.service.model, output_mode=output_mode, **params)
         with torch.inference_mode():
             return generator.generate(array)
 

@@ -43,6 +43,23 @@ class ServeSettings:
     work_dir: Path | None = _setting(None, "where uploads and exports live while used (default: a "
                                            "fresh folder in the temporary folder, removed at exit)")
 
+    label_studio_url: str | None = _setting(
+        None, "Label Studio's address, for task files under its /data/... URLs (default: the environment's "
+              "LABEL_STUDIO_URL)")
+    label_studio_api_key: str | None = _setting(
+        None, "Label Studio access token (legacy or personal) sent when fetching its files (default: the "
+              "environment's LABEL_STUDIO_API_KEY)", secret=True)
+    fetch_max_mb: float = _setting(256.0, "largest picture or video fetched from a task's URL, in MB")
+    fetch_timeout: float = _setting(30.0, "seconds a fetch of a task's picture or video may take in all")
+    label_studio_max_frames: int = _setting(
+        100, "frames a Label Studio video rectangle is tracked through, its own frame included")
+    label_studio_preannotate: str = _setting(
+        "auto", "what Label Studio's pre-annotation (no clicks) gets: 'auto' (every mask), a prompt in percent "
+                "('X,Y' a point, 'X0,Y0,X1,Y1' a box), or 'off'")
+    label_studio_points_per_side: int = _setting(16, "grid of points per side for 'auto' pre-annotation")
+    polygon_tolerance: float = _setting(1.0, "Douglas-Peucker tolerance in pixels of polygons sent to "
+                                             "PolygonLabels (0: every traced vertex)")
+
     @property
     def max_upload_bytes(self) -> int:
         return int(self.max_upload_mb * 1e6)
@@ -54,9 +71,15 @@ class ServeSettings:
     def check(self) -> None:
         """ValueError for a value no server can run with."""
         for name in ("max_upload_mb", "max_pixels", "max_sessions", "session_ttl", "max_images",
-                     "spill_limit_gb", "workers", "cvat_trackers", "cvat_tracker_ttl"):
+                     "spill_limit_gb", "workers", "cvat_trackers", "cvat_tracker_ttl", "fetch_max_mb",
+                     "fetch_timeout", "label_studio_max_frames", "label_studio_points_per_side"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.polygon_tolerance < 0:
+            raise ValueError(f"polygon-tolerance must be 0 or more, got {self.polygon_tolerance}")
+        from sam2kit.formats.labelstudio import parse_preannotate
+
+        parse_preannotate(self.label_studio_preannotate)  # (ValueError naming the forms it takes)
         if self.queue < 0:
             raise ValueError(f"queue must be 0 or more, got {self.queue}")
         if not 0 <= self.port <= 65535:
