@@ -219,3 +219,41 @@ def test_format_names_and_errors(image_out, tmp_path):
     out, _ = image_out
     write_formats(out, ["coco-polygons"])
     assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporary files
+
+
+def test_labelstudio_tasks_decode_with_label_studio_sdk(image_out, tmp_path):
+    """labelstudio.json: import-ready tasks whose brush regions label_studio_sdk's own decoder
+    turns back into the masks (exact: brush RLE is lossless)."""
+    from ls_harness import need_label_studio, sdk_decode
+
+    need_label_studio()  # the SDK lives in Label Studio's own venv (scripts/label-studio-env)
+    out, masks = image_out
+    (path,) = write_formats(out, ["labelstudio"])
+    (task,) = json.loads(path.read_text())
+    assert task["data"] == {"image": "/data/photo.jpg"}
+    (pred,) = task["predictions"]
+    regions = pred["result"]
+    want = [m for m in masks if m.any()]
+    assert len(regions) == len(want)  # the empty mask has no region
+    assert all(r["type"] == "brushlabels" and r["value"]["format"] == "rle" and r["value"]["brushlabels"] == ["object"]
+               and (r["original_width"], r["original_height"]) == (W, H) for r in regions)
+    decoded = sdk_decode([(r["value"]["rle"], H, W) for r in regions], tmp_path)
+    for d, m in zip(decoded, want):
+        assert ((d > 0) == m).all()
+    assert [round(r["score"], 6) for r in regions] == [0.5, 0.6, 0.7]
+
+
+def test_labelstudio_video_task_is_videorectangle_sequences(video_out):
+    out, truth = video_out
+    (path,) = write_formats(out, ["labelstudio"])
+    (task,) = json.loads(path.read_text())
+    assert task["data"] == {"video": "/v.mp4"}
+    regions = task["predictions"][0]["result"]
+    assert [r["id"] for r in regions] == ["obj1", "obj2"]  # object 3 never shows: no region
+    one, two = ({s["frame"]: s for s in r["value"]["sequence"]} for r in regions)
+    assert sorted(one) == [1, 2, 3, 4] and all(s["enabled"] for s in one.values())  # frames from 1
+    ys, xs = np.nonzero(truth[3, 1])
+    assert one[4]["x"] == pytest.approx(100 * xs.min() / W) and one[4]["width"] == pytest.approx(100 * (xs.max() - xs.min() + 1) / W)
+    assert one[4]["y"] == pytest.approx(100 * ys.min() / H)
+    # object 2 is absent on frame 2 (index): its box ends on frame 2 (1-based) and starts again on 4
+    assert sorted(two) == [1, 2, 4] and two[2]["enabled"] is False and two[4]["enabled"] is True

@@ -86,7 +86,7 @@ def add_output_options(p: argparse.ArgumentParser) -> None:
 def add_format_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--format", dest="formats", type=_formats, default=(), metavar="NAMES",
                    help="also write these export formats beside results.json, comma-separated: "
-                        "coco-polygons, coco-rle, yolo, cvat-xml (docs/formats.md)")
+                        "coco-polygons, coco-rle, yolo, cvat-xml, labelstudio (docs/formats.md)")
     p.add_argument("--polygon-tolerance", type=float, default=1.0, metavar="PX",
                    help="largest distance in pixels between an exported polygon and the mask's "
                         "traced outline (Douglas-Peucker; 0: no simplification; default 1)")

@@ -84,7 +84,7 @@ def load_document(out_dir: Path, results: dict | None = None, label: str = DEFAU
                   tuple(Instance(out_dir / "masks" / str(o["id"]) / f"{fr['frame']:05d}.png", label,
                                  o.get("object_score"), o["id"]) for o in fr["objects"]))
             for fr in sorted(results["frames"], key=lambda fr: fr["frame"]))
-        return Document("video", frames, (label,), ids, source=v["path"])
+        return Document("video", frames, (label,), ids, source=v["path"], extra={"fps": v.get("fps")})
     raise ValueError(f"results.json of command {command!r}: export formats are written for "
                      "'image', 'image --auto' and 'video' results")
 

@@ -8,6 +8,7 @@ each file atomically.
 | `coco-rle`      | `coco_rle.json`                        | pycocotools `COCO`                       |
 | `yolo`          | `yolo/labels/<stem>.txt`, `yolo/data.yaml` | ultralytics (segment task)            |
 | `cvat-xml`      | `cvat.xml` (images 1.1, or video 1.1)  | CVAT "Upload annotations", CVAT 1.1      |
+| `labelstudio`   | `labelstudio.json` (tasks with predictions) | Label Studio "Import" (label_studio_sdk) |
 
 Other modules add formats with `register(name, writer)`; a writer is
 `writer(doc: Document, out_dir: Path, tolerance: float) -> list[Path]`.
@@ -77,7 +78,39 @@ def _cvat(doc: Document, out_dir: Path, tolerance: float) -> list[Path]:
     return [out_dir / "cvat.xml"]
 
 
+def _labelstudio(doc: Document, out_dir: Path, tolerance: float) -> list[Path]:
+    """Import-ready Label Studio tasks: a picture's masks as brush regions (the labeling config
+    ``formats.labelstudio.config_for_masks`` gives), or a video's objects as videorectangle
+    sequences (the boxes of their masks, frames from 1)."""
+    import json
+
+    from .labelstudio import box_percent, pre_annotation_task, prediction, videorectangle_sequence
+
+    if doc.kind == "video":
+        results = []
+        for obj in doc.track_ids:
+            boxes = {}
+            for fr in doc.frames:
+                inst = next((i for i in fr.instances if i.track_id == obj), None)
+                boxes[fr.index] = box_percent(inst.mask()) if inst is not None else None
+            seq = videorectangle_sequence(boxes, doc.extra.get("fps"))
+            if seq:
+                results.append({"id": f"obj{obj}", "from_name": "box", "to_name": "video", "type": "videorectangle",
+                                "value": {"sequence": seq, "labels": [doc.labels[0]],
+                                          "framesCount": len(doc.frames)}})
+        tasks = [{"data": {"video": doc.source}, "predictions": [prediction(results, None, "sam2kit")]}]
+    else:
+        tasks = []
+        for fr in doc.frames:  # an empty mask makes no region (as in COCO)
+            kept = [(m, i) for i in fr.instances if (m := i.mask()).any()]
+            tasks.append(pre_annotation_task(doc.source, [m for m, _ in kept], [i.score for _, i in kept],
+                                             [i.label for _, i in kept]))
+    write_atomic(out_dir / "labelstudio.json", json.dumps(tasks, indent=1))
+    return [out_dir / "labelstudio.json"]
+
+
 register("coco-polygons", _coco("polygons", "coco_polygons.json"))
 register("coco-rle", _coco("rle", "coco_rle.json"))
 register("yolo", _yolo)
 register("cvat-xml", _cvat)
+register("labelstudio", _labelstudio)
