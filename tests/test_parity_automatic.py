@@ -24,7 +24,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REFERENCE_YAML, run_reference, synthetic_image
+from conftest import REFERENCE_YAML, synthetic_image
+from reference_cache import In, Job, Out
 from sam2kit import SAM2AutomaticMaskGenerator, build_sam2
 from sam2kit.amg import rle_to_mask
 
@@ -100,12 +101,12 @@ def _compare(name: str, ours: list[dict], ref: list[dict], ordered: bool) -> dic
 
 
 @pytest.mark.parametrize("size", [1024, 512])
-def test_automatic_masks_match_reference(size, checkpoint, reference_python, tmp_path):
+def test_automatic_masks_match_reference(size, checkpoint, reference, tmp_path):
     cases = CASES[size]
-    job, out = tmp_path / "job.pt", tmp_path / "out.pt"
-    torch.save(dict(config=REFERENCE_YAML["sam2-hiera-tiny"], checkpoint=str(checkpoint), image_size=size,
-                    images=[IMAGE], cases=[dict(name=n, image=0, kwargs=kw) for n, kw, _ in cases]), job)
-    run_reference(reference_python, "ref_auto.py", job, out)
+    out = tmp_path / "out.pt"
+    reference.run("ref_auto.py", Job(dict(config=REFERENCE_YAML["sam2-hiera-tiny"], checkpoint=In(checkpoint),
+                                          image_size=size, images=[IMAGE],
+                                          cases=[dict(name=n, image=0, kwargs=kw) for n, kw, _ in cases])), Out(out))
     ref = torch.load(out, weights_only=False)
     model = build_sam2("sam2-hiera-tiny", checkpoint=checkpoint, image_size=size)
     for name, kwargs, ordered in cases:
@@ -118,7 +119,7 @@ def test_automatic_masks_match_reference(size, checkpoint, reference_python, tmp
               f"{s['d_stab']:.2e}, same order: {s['same_order']}")
 
 
-def test_box_nms_matches_torchvision(reference_python, tmp_path):
+def test_box_nms_matches_torchvision(reference, tmp_path):
     """Random integer boxes (as boxes of masks are) with many equal scores, 300 and 1500 of
     them: the same kept boxes; the same order with <= 1000 boxes (above that torchvision's
     CPU path sorts equal scores arbitrarily, so only the scores' order is compared)."""
@@ -131,9 +132,8 @@ def test_box_nms_matches_torchvision(reference_python, tmp_path):
         boxes = torch.cat([xy, xy + torch.randint(0, 50, (n, 2), generator=g)], 1)
         scores = torch.randint(0, 6, (n,), generator=g).float() / 5
         jobs += [dict(boxes=boxes, scores=scores, iou=t) for t in (0.0, 0.3, 0.5, 0.7, 1.0)]
-    job, out = tmp_path / "job.pt", tmp_path / "out.pt"
-    torch.save(jobs, job)
-    run_reference(reference_python, "ref_nms.py", job, out)
+    out = tmp_path / "out.pt"
+    reference.run("ref_nms.py", Job(jobs), Out(out))
     for j, theirs in zip(jobs, torch.load(out, weights_only=False)):
         ours = box_nms(j["boxes"], j["scores"], j["iou"])
         assert sorted(ours.tolist()) == sorted(theirs.tolist()), (len(j["scores"]), j["iou"])

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_reference, synthetic_image
+from conftest import REFERENCE_YAML, synthetic_image
+from reference_cache import In, Job, Out
 from sam2kit import SAM2ImagePredictor, build_sam2
 
 pytestmark = pytest.mark.parity
@@ -97,14 +98,12 @@ def _compare(name, ours, ref) -> dict:
     ("sam2-hiera-tiny", 1024), ("sam2-hiera-tiny", 512),
     ("sam2.1-hiera-tiny", 1024), ("sam2.1-hiera-tiny", 512),
 ])
-def test_image_predictor_matches_reference(name, size, reference_python, reference_checkpoint, tmp_path):
+def test_image_predictor_matches_reference(name, size, reference, reference_checkpoint, tmp_path):
     ckpt = reference_checkpoint(name)
     cases = _cases()
-    job, out = tmp_path / "job.pt", tmp_path / "out.pt"
-    from conftest import REFERENCE_YAML
-    torch.save(dict(config=REFERENCE_YAML[name], checkpoint=str(ckpt), image_size=size,
-                    images=IMAGES, cases=cases), job)
-    run_reference(reference_python, "ref_image.py", job, out)
+    out = tmp_path / "out.pt"
+    reference.run("ref_image.py", Job(dict(config=REFERENCE_YAML[name], checkpoint=In(ckpt), image_size=size,
+                                           images=IMAGES, cases=cases)), Out(out))
     ref = torch.load(out, weights_only=False)
 
     pred = SAM2ImagePredictor(build_sam2(name, checkpoint=ckpt, image_size=size))
@@ -126,13 +125,11 @@ def test_image_predictor_matches_reference(name, size, reference_python, referen
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["sam2-hiera-small", "sam2-hiera-base-plus", "sam2.1-hiera-large"])
-def test_image_embeddings_match_reference(name, reference_python, reference_checkpoint, tmp_path):
+def test_image_embeddings_match_reference(name, reference, reference_checkpoint, tmp_path):
     ckpt = reference_checkpoint(name)
-    from conftest import REFERENCE_YAML
-    job, out = tmp_path / "job.pt", tmp_path / "out.pt"
-    torch.save(dict(config=REFERENCE_YAML[name], checkpoint=str(ckpt), image_size=1024,
-                    images=IMAGES[:1], cases=[], embed_only=True), job)
-    run_reference(reference_python, "ref_image.py", job, out)
+    out = tmp_path / "out.pt"
+    reference.run("ref_image.py", Job(dict(config=REFERENCE_YAML[name], checkpoint=In(ckpt), image_size=1024,
+                                           images=IMAGES[:1], cases=[], embed_only=True)), Out(out))
     ref = torch.load(out, weights_only=False)
     pred = SAM2ImagePredictor(build_sam2(name, checkpoint=ckpt))
     pred.set_image(IMAGES[0])

@@ -16,8 +16,9 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import REFERENCE_YAML, run_reference
+from conftest import REFERENCE_YAML
 from parity.video_scenarios import SCENARIOS, run_steps, unbits
+from reference_cache import In, Job, Out
 from sam2kit import build_sam2_video_predictor
 
 pytestmark = pytest.mark.parity
@@ -95,12 +96,11 @@ def compare(ours, ref, label):
     ("sam2.1-hiera-tiny", 512, "editing"),
     ("sam2-hiera-tiny", 1024, "main"),
 ])
-def test_video_matches_reference(name, size, scenario, jpeg_dir, reference_python, reference_checkpoint, tmp_path):
+def test_video_matches_reference(name, size, scenario, jpeg_dir, reference, reference_checkpoint, tmp_path):
     ckpt = reference_checkpoint(name, seed=1, obj_bias=OBJ_BIAS)
-    job, out = tmp_path / "job.pt", tmp_path / "out.pt"
-    torch.save(dict(config=REFERENCE_YAML[name], checkpoint=str(ckpt), image_size=size,
-                    frames_dir=str(jpeg_dir), scenario=scenario), job)
-    run_reference(reference_python, "ref_video.py", job, out)
+    out = tmp_path / "out.pt"
+    reference.run("ref_video.py", Job(dict(config=REFERENCE_YAML[name], checkpoint=In(ckpt), image_size=size,
+                                           frames_dir=In(jpeg_dir), scenario=scenario)), Out(out))
     ref = torch.load(out, weights_only=False)
     ours = run_ours(name, ckpt, size, jpeg_dir, scenario)
     compare(ours, ref, f"{name}@{size} {scenario}")
