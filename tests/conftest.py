@@ -57,7 +57,9 @@ def reference(reference_python, tmp_path_factory) -> ReferenceCache:
     ``reference.run(script, Job(...), In(path), Out(path), ...)`` (see tests/reference_cache.py;
     SAM2KIT_REFERENCE_CACHE=DIR or =off sets where, or keeps nothing between sessions)."""
     root = default_root() or tmp_path_factory.mktemp("reference-outputs")
-    return ReferenceCache(root, reference_python, HERE / "parity")
+    cache = ReferenceCache(root, reference_python, HERE / "parity")
+    cache.prune()
+    return cache
 
 
 def run_reference(python: Path, script: str, *args) -> None:

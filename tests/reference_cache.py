@@ -25,7 +25,8 @@ sees their paths.
 Where: ``$SAM2KIT_REFERENCE_CACHE`` if set (``off``: a fresh folder per test session, so
 nothing is kept), else ``$XDG_CACHE_HOME/sam2kit/reference-outputs`` (``~/.cache/...``).
 Entries are ``<root>/<key[:2]>/<key>/`` with ``manifest.json`` (what was hashed, and the sha256
-of every stored file) and ``out/<i>``. An entry is built in a temporary folder and renamed into
+of every stored file) and ``out/<i>``; ``prune()`` (at the start of each test session) deletes
+those unused for 30 days. An entry is built in a temporary folder and renamed into
 place; a file lock per key makes concurrent sessions compute an entry once. A stored file
 whose hash differs from the manifest (a damaged or half-deleted entry) makes the entry a miss:
 it is computed again and replaced, never used.
@@ -287,10 +288,27 @@ class ReferenceCache:
         with _locked(entry.parent / f"{key}.lock"):
             if self._restore(entry, outs):
                 self.hits += 1
+                with contextlib.suppress(OSError):
+                    os.utime(entry / "manifest.json")  # last used: what prune() goes by
                 return False
             self._compute(script, args)
             self._store(entry, material, outs)
         return True
+
+    def prune(self, max_age_days: float = 30.0) -> int:
+        """Delete entries not used for ``max_age_days`` (cases that changed leave their old
+        entries behind); returns how many. Each under its key's lock."""
+        removed, cutoff = 0, time.time() - max_age_days * 86400
+        for manifest in self.root.glob("*/*/manifest.json"):
+            entry = manifest.parent
+            with contextlib.suppress(OSError), _locked(entry.parent / f"{entry.name}.lock"):
+                if manifest.stat().st_mtime < cutoff:
+                    trash = Path(tempfile.mkdtemp(prefix=".trash-", dir=entry.parent))
+                    os.rename(entry, trash / "entry")
+                    shutil.rmtree(trash, ignore_errors=True)
+                    (entry.parent / f"{entry.name}.lock").unlink()
+                    removed += 1
+        return removed
 
     # -- internals --
 

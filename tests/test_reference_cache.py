@@ -8,6 +8,7 @@ key compute it once; the same weights saved under another file name hit."""
 from __future__ import annotations
 
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-from reference_cache import In, Job, Out, ReferenceCache, content_hash
+from reference_cache import In, Job, Out, ReferenceCache, content_hash, reference_identity
 
 SCRIPT = """\
 from helper import SCALE  # a module of the parity folder: part of the key
@@ -216,3 +217,28 @@ def test_paths_must_be_marked(tmp_path, parity):
     cache = make_cache(tmp_path, parity, FakeReference())
     with pytest.raises(TypeError, match=r"In\(...\) or Out\(...\)"):
         cache.run("ref_fake.py", Job(dict(checkpoint=tmp_path / "x.pt")), Out(tmp_path / "o.pt"))
+
+
+def test_prune_deletes_entries_unused_for_a_month(tmp_path, parity):
+    fake = FakeReference()
+    cache = make_cache(tmp_path, parity, fake)
+    run(cache, tmp_path, 1.0)
+    run(cache, tmp_path, 2.0)
+    old, recent = sorted((tmp_path / "cache").glob("*/*/manifest.json"), key=lambda p: p.parent.name)
+    month = time.time() - 31 * 86400
+    os.utime(old, (month, month))
+    assert cache.prune() == 1
+    assert not old.parent.exists() and recent.exists()
+    assert len(fake.runs) == 2
+    run(cache, tmp_path, 1.0)
+    run(cache, tmp_path, 2.0)
+    assert len(fake.runs) == 3  # the pruned one computed again, the other a hit (and marked used)
+    assert cache.prune() == 0
+
+
+@pytest.mark.parity
+def test_the_reference_identifies_itself(reference_python):
+    """The key's reference part, from the real reference environment."""
+    ident = reference_identity(reference_python)
+    assert ident["versions"]["sam2"] == "1.1.0" and ident["versions"]["torch"]
+    assert len(ident["sam2_files"]) == 64
