@@ -15,7 +15,9 @@ the same point and crop box (the best mask IoU among those, one to one) with mas
 within a pixel and the area within 0.1% (float rounding may flip a pixel whose logit is ~0). Where at most 1000 boxes enter every NMS, the order must be the same too (torchvision's
 batched_nms, which the reference uses, orders equal scores arbitrarily above 1000 boxes on the
 CPU: masks of one crop share the crop-NMS score). The figures are printed (-s shows them).
-Most cases run the model at image_size 512 to stay fast; one runs at the default 1024.
+Most cases run the model at image_size 512 to stay fast; one runs at the default 1024. The
+exact pass runs the default kernels (SAM2KIT_TUNING=off); the tuned pass runs the 512 cases with
+tuning on and, over its sets, every other candidate kernel.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from conftest import REFERENCE_YAML, synthetic_image
 from reference_cache import In, Job, Out
 from sam2kit import SAM2AutomaticMaskGenerator, build_sam2
 from sam2kit.amg import rle_to_mask
+from tuned_kernels import N_SETS, assert_used, candidate_set, tuned
 
 pytestmark = pytest.mark.parity
 
@@ -102,6 +105,22 @@ def _compare(name: str, ours: list[dict], ref: list[dict], ordered: bool) -> dic
 
 @pytest.mark.parametrize("size", [1024, 512])
 def test_automatic_masks_match_reference(size, checkpoint, reference, tmp_path):
+    _check_against_reference(size, checkpoint, reference, tmp_path, "exact")
+
+
+@pytest.mark.parametrize("kernels", range(N_SETS), ids=lambda k: f"set{k}")
+def test_tuned_automatic_masks_match_reference(kernels, checkpoint, reference, tmp_path, monkeypatch):
+    """The exact test's 512 cases and requirements with SAM2KIT_TUNING=on and the kernel
+    choices of candidate set ``kernels`` (tests/tuned_kernels.py) instead of the defaults, against
+    the reference outputs of the exact test (the same cache entry). The generator decodes 64
+    prompts a batch, so each prompts-per-pass candidate splits them its own way here."""
+    choices = candidate_set(kernels)
+    with tuned(choices, tmp_path, monkeypatch):
+        _check_against_reference(512, checkpoint, reference, tmp_path, f"tuned {choices}")
+        assert_used(choices, ("linear", "prompts_per_pass"))
+
+
+def _check_against_reference(size, checkpoint, reference, tmp_path, label) -> None:
     cases = CASES[size]
     out = tmp_path / "out.pt"
     reference.run("ref_auto.py", Job(dict(config=REFERENCE_YAML["sam2-hiera-tiny"], checkpoint=In(checkpoint),
@@ -114,7 +133,7 @@ def test_automatic_masks_match_reference(size, checkpoint, reference, tmp_path):
         if kwargs.get("output_mode") == "coco_rle":
             assert all(isinstance(r["segmentation"]["counts"], str) for r in ours)
         s = _compare(name, ours, ref[name]["records"], ordered)
-        print(f"\nPARITY auto {name} (tiny@{size}, 320x240): {s['count']} masks, min IoU "
+        print(f"\nPARITY auto {name} (tiny@{size}, 320x240, {label}): {s['count']} masks, min IoU "
               f"{s['min_iou']:.6f}, max |predicted_iou diff| {s['d_iou']:.2e}, max |stability diff| "
               f"{s['d_stab']:.2e}, same order: {s['same_order']}")
 
