@@ -1,4 +1,5 @@
-"""Shared fixtures: the reference environment, checkpoints made by the reference, test images."""
+"""Shared fixtures: the reference environment (its outputs cached, tests/reference_cache.py),
+checkpoints made by the reference, test images."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
+from reference_cache import ReferenceCache, default_root
 
 HERE = Path(__file__).parent
 # kernel choices at their defaults, measured nowhere: tests compare outputs of different
@@ -48,7 +51,19 @@ def reference_python() -> Path:
     return p
 
 
+@pytest.fixture(scope="session")
+def reference(reference_python, tmp_path_factory) -> ReferenceCache:
+    """The reference scripts (tests/parity/ref_*.py) run through the cache of their outputs:
+    ``reference.run(script, Job(...), In(path), Out(path), ...)`` (see tests/reference_cache.py;
+    SAM2KIT_REFERENCE_CACHE=DIR or =off sets where, or keeps nothing between sessions)."""
+    root = default_root() or tmp_path_factory.mktemp("reference-outputs")
+    cache = ReferenceCache(root, reference_python, HERE / "parity")
+    cache.prune()
+    return cache
+
+
 def run_reference(python: Path, script: str, *args) -> None:
+    """Run a reference script without the cache (checkpoints: made each session, deterministic)."""
     env = dict(os.environ, PYTHONWARNINGS="ignore", OMP_NUM_THREADS=os.environ.get("OMP_NUM_THREADS", "2"))
     proc = subprocess.run([str(python), str(HERE / "parity" / script), *map(str, args)],
                           capture_output=True, text=True, env=env, cwd=str(HERE))

@@ -23,13 +23,13 @@ import sys
 import time
 from pathlib import Path
 
-import av
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 import sam2kit
+from clips import write_clip
 from conftest import synthetic_image
 from sam2kit.image.amg import rle_to_mask
 from sam2kit.build import build_model
@@ -73,14 +73,7 @@ def data(tmp_path_factory) -> Path:
     (root / "videos" / "seq").mkdir(parents=True)
     for i, f in enumerate(frames(3, shift=10)):
         Image.fromarray(f).save(root / "videos" / "seq" / f"{i:05d}.jpg", quality=95)
-    with av.open(str(root / "videos" / "clip.mp4"), "w") as c:
-        s = c.add_stream("libx264", rate=25)
-        s.width, s.height, s.pix_fmt = 128, 96, "yuv420p"
-        for f in frames(4):
-            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
+    write_clip(root / "videos" / "clip.mp4", frames(4), 25)
     return root
 
 

@@ -22,6 +22,7 @@ import torch
 from PIL import Image
 
 import sam2kit
+from clips import write_audio_only, write_clip, write_no_frames
 from conftest import synthetic_image
 from hub_standin import set_offline
 from sam2kit.build import build_model
@@ -69,16 +70,7 @@ def moving_frames(n: int, w: int, h: int) -> list[np.ndarray]:
 @pytest.fixture(scope="session")
 def clip(tmp_path_factory) -> Path:
     """A 6-frame 128x96 H.264 mp4 at 30 fps."""
-    path = tmp_path_factory.mktemp("cli_clip") / "clip.mp4"
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=30)
-        s.width, s.height, s.pix_fmt = 128, 96, "yuv420p"
-        for f in moving_frames(6, 128, 96):
-            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
+    return write_clip(tmp_path_factory.mktemp("cli_clip") / "clip.mp4", moving_frames(6, 128, 96), 30)
 
 
 @pytest.fixture(scope="session")
@@ -460,18 +452,8 @@ def corrupt_files(tmp_path: Path, clip: Path) -> dict[str, Path]:
     files["junk.mkv"].write_bytes(b"this is not a video\n" * 50)
     files["notes.txt"] = tmp_path / "notes.txt"
     files["notes.txt"].write_text("hello")
-    files["sound.mkv"] = tmp_path / "sound.mkv"
-    files["empty.mkv"] = tmp_path / "empty.mkv"
-    audio = av.AudioFrame.from_ndarray(np.zeros((1, 960), np.int16), format="s16", layout="mono")
-    audio.sample_rate = 48000
-    for name, with_video in (("sound.mkv", False), ("empty.mkv", True)):
-        with av.open(str(files[name]), "w") as c:
-            if with_video:  # a video stream that never gets a frame
-                v = c.add_stream("mpeg4", rate=25)
-                v.width, v.height, v.pix_fmt = 64, 48, "yuv420p"
-            a = c.add_stream("pcm_s16le", rate=48000)
-            for p in [*a.encode(audio), *a.encode()]:
-                c.mux(p)
+    files["sound.mkv"] = write_audio_only(tmp_path / "sound.mkv")
+    files["empty.mkv"] = write_no_frames(tmp_path / "empty.mkv", 64, 48, 25)  # a video stream, no frame
     return files
 
 

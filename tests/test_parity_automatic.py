@@ -15,7 +15,9 @@ the same point and crop box (the best mask IoU among those, one to one) with mas
 within a pixel and the area within 0.1% (float rounding may flip a pixel whose logit is ~0). Where at most 1000 boxes enter every NMS, the order must be the same too (torchvision's
 batched_nms, which the reference uses, orders equal scores arbitrarily above 1000 boxes on the
 CPU: masks of one crop share the crop-NMS score). The figures are printed (-s shows them).
-Most cases run the model at image_size 512 to stay fast; one runs at the default 1024.
+Most cases run the model at image_size 512 to stay fast; one runs at the default 1024. The
+exact pass runs the default kernels (SAM2KIT_TUNING=off); the tuned pass runs the 512 cases with
+tuning on and, over its sets, every other candidate kernel.
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REFERENCE_YAML, run_reference, synthetic_image
+from conftest import REFERENCE_YAML, synthetic_image
+from reference_cache import In, Job, Out
 from sam2kit import SAM2AutomaticMaskGenerator, build_sam2
 from sam2kit.image.amg import rle_to_mask
+from tuned_kernels import N_SETS, assert_used, candidate_set, tuned
 
 pytestmark = pytest.mark.parity
 
@@ -100,12 +104,28 @@ def _compare(name: str, ours: list[dict], ref: list[dict], ordered: bool) -> dic
 
 
 @pytest.mark.parametrize("size", [1024, 512])
-def test_automatic_masks_match_reference(size, checkpoint, reference_python, tmp_path):
+def test_automatic_masks_match_reference(size, checkpoint, reference, tmp_path):
+    _check_against_reference(size, checkpoint, reference, tmp_path, "exact")
+
+
+@pytest.mark.parametrize("kernels", range(N_SETS), ids=lambda k: f"set{k}")
+def test_tuned_automatic_masks_match_reference(kernels, checkpoint, reference, tmp_path, monkeypatch):
+    """The exact test's 512 cases and requirements with SAM2KIT_TUNING=on and the kernel
+    choices of candidate set ``kernels`` (tests/tuned_kernels.py) instead of the defaults, against
+    the reference outputs of the exact test (the same cache entry). The generator decodes 64
+    prompts a batch, so each prompts-per-pass candidate splits them its own way here."""
+    choices = candidate_set(kernels)
+    with tuned(choices, tmp_path, monkeypatch):
+        _check_against_reference(512, checkpoint, reference, tmp_path, f"tuned {choices}")
+        assert_used(choices, ("linear", "prompts_per_pass"))
+
+
+def _check_against_reference(size, checkpoint, reference, tmp_path, label) -> None:
     cases = CASES[size]
-    job, out = tmp_path / "job.pt", tmp_path / "out.pt"
-    torch.save(dict(config=REFERENCE_YAML["sam2-hiera-tiny"], checkpoint=str(checkpoint), image_size=size,
-                    images=[IMAGE], cases=[dict(name=n, image=0, kwargs=kw) for n, kw, _ in cases]), job)
-    run_reference(reference_python, "ref_auto.py", job, out)
+    out = tmp_path / "out.pt"
+    reference.run("ref_auto.py", Job(dict(config=REFERENCE_YAML["sam2-hiera-tiny"], checkpoint=In(checkpoint),
+                                          image_size=size, images=[IMAGE],
+                                          cases=[dict(name=n, image=0, kwargs=kw) for n, kw, _ in cases])), Out(out))
     ref = torch.load(out, weights_only=False)
     model = build_sam2("sam2-hiera-tiny", checkpoint=checkpoint, image_size=size)
     for name, kwargs, ordered in cases:
@@ -113,12 +133,12 @@ def test_automatic_masks_match_reference(size, checkpoint, reference_python, tmp
         if kwargs.get("output_mode") == "coco_rle":
             assert all(isinstance(r["segmentation"]["counts"], str) for r in ours)
         s = _compare(name, ours, ref[name]["records"], ordered)
-        print(f"\nPARITY auto {name} (tiny@{size}, 320x240): {s['count']} masks, min IoU "
+        print(f"\nPARITY auto {name} (tiny@{size}, 320x240, {label}): {s['count']} masks, min IoU "
               f"{s['min_iou']:.6f}, max |predicted_iou diff| {s['d_iou']:.2e}, max |stability diff| "
               f"{s['d_stab']:.2e}, same order: {s['same_order']}")
 
 
-def test_box_nms_matches_torchvision(reference_python, tmp_path):
+def test_box_nms_matches_torchvision(reference, tmp_path):
     """Random integer boxes (as boxes of masks are) with many equal scores, 300 and 1500 of
     them: the same kept boxes; the same order with <= 1000 boxes (above that torchvision's
     CPU path sorts equal scores arbitrarily, so only the scores' order is compared)."""
@@ -131,9 +151,8 @@ def test_box_nms_matches_torchvision(reference_python, tmp_path):
         boxes = torch.cat([xy, xy + torch.randint(0, 50, (n, 2), generator=g)], 1)
         scores = torch.randint(0, 6, (n,), generator=g).float() / 5
         jobs += [dict(boxes=boxes, scores=scores, iou=t) for t in (0.0, 0.3, 0.5, 0.7, 1.0)]
-    job, out = tmp_path / "job.pt", tmp_path / "out.pt"
-    torch.save(jobs, job)
-    run_reference(reference_python, "ref_nms.py", job, out)
+    out = tmp_path / "out.pt"
+    reference.run("ref_nms.py", Job(jobs), Out(out))
     for j, theirs in zip(jobs, torch.load(out, weights_only=False)):
         ours = box_nms(j["boxes"], j["scores"], j["iou"])
         assert sorted(ours.tolist()) == sorted(theirs.tolist()), (len(j["scores"]), j["iou"])

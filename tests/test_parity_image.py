@@ -2,7 +2,8 @@
 
 Required per case: low-res logits allclose(atol=1e-3, rtol=1e-3), scores within 1e-4, at
 least 99.9% of full-resolution mask pixels equal. The largest differences are printed
-(run with -s to see them).
+(run with -s to see them). The exact pass runs the default kernels (SAM2KIT_TUNING=off); the
+tuned pass runs the same cases with tuning on and, over its sets, every other candidate kernel.
 """
 
 from __future__ import annotations
@@ -11,8 +12,10 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import run_reference, synthetic_image
+from conftest import REFERENCE_YAML, synthetic_image
+from reference_cache import In, Job, Out
 from sam2kit import SAM2ImagePredictor, build_sam2
+from tuned_kernels import N_SETS, assert_used, candidate_set, tuned
 
 pytestmark = pytest.mark.parity
 
@@ -97,14 +100,27 @@ def _compare(name, ours, ref) -> dict:
     ("sam2-hiera-tiny", 1024), ("sam2-hiera-tiny", 512),
     ("sam2.1-hiera-tiny", 1024), ("sam2.1-hiera-tiny", 512),
 ])
-def test_image_predictor_matches_reference(name, size, reference_python, reference_checkpoint, tmp_path):
-    ckpt = reference_checkpoint(name)
+def test_image_predictor_matches_reference(name, size, reference, reference_checkpoint, tmp_path):
+    _check_against_reference(name, size, reference, reference_checkpoint(name), tmp_path, "exact")
+
+
+@pytest.mark.parametrize("kernels", range(N_SETS), ids=lambda k: f"set{k}")
+def test_tuned_image_predictor_matches_reference(kernels, reference, reference_checkpoint, tmp_path, monkeypatch):
+    """The exact test's cases and tolerances, sam2.1-hiera-tiny at 512, with SAM2KIT_TUNING=on
+    and the kernel choices of candidate set ``kernels`` (tests/tuned_kernels.py: over the sets,
+    every non-default candidate) instead of the defaults: the tuned kernels against the
+    reference outputs of the exact test (the same job, so the same cache entry)."""
+    name, choices = "sam2.1-hiera-tiny", candidate_set(kernels)
+    with tuned(choices, tmp_path, monkeypatch):
+        _check_against_reference(name, 512, reference, reference_checkpoint(name), tmp_path, f"tuned {choices}")
+        assert_used(choices, ("linear", "prompts_per_pass"))
+
+
+def _check_against_reference(name, size, reference, ckpt, tmp_path, label) -> None:
     cases = _cases()
-    job, out = tmp_path / "job.pt", tmp_path / "out.pt"
-    from conftest import REFERENCE_YAML
-    torch.save(dict(config=REFERENCE_YAML[name], checkpoint=str(ckpt), image_size=size,
-                    images=IMAGES, cases=cases), job)
-    run_reference(reference_python, "ref_image.py", job, out)
+    out = tmp_path / "out.pt"
+    reference.run("ref_image.py", Job(dict(config=REFERENCE_YAML[name], checkpoint=In(ckpt), image_size=size,
+                                           images=IMAGES, cases=cases)), Out(out))
     ref = torch.load(out, weights_only=False)
 
     pred = SAM2ImagePredictor(build_sam2(name, checkpoint=ckpt, image_size=size))
@@ -120,19 +136,17 @@ def test_image_predictor_matches_reference(name, size, reference_python, referen
         for d in diffs:
             worst = dict(logits=max(worst["logits"], d["logits"]), scores=max(worst["scores"], d["scores"]),
                          mask_equal=min(worst["mask_equal"], d["mask_equal"]))
-    print(f"\nPARITY image {name}@{size}: max |logit diff| {worst['logits']:.2e}, "
+    print(f"\nPARITY image {name}@{size} ({label}): max |logit diff| {worst['logits']:.2e}, "
           f"max |score diff| {worst['scores']:.2e}, min mask agreement {worst['mask_equal']:.6f}")
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["sam2-hiera-small", "sam2-hiera-base-plus", "sam2.1-hiera-large"])
-def test_image_embeddings_match_reference(name, reference_python, reference_checkpoint, tmp_path):
+def test_image_embeddings_match_reference(name, reference, reference_checkpoint, tmp_path):
     ckpt = reference_checkpoint(name)
-    from conftest import REFERENCE_YAML
-    job, out = tmp_path / "job.pt", tmp_path / "out.pt"
-    torch.save(dict(config=REFERENCE_YAML[name], checkpoint=str(ckpt), image_size=1024,
-                    images=IMAGES[:1], cases=[], embed_only=True), job)
-    run_reference(reference_python, "ref_image.py", job, out)
+    out = tmp_path / "out.pt"
+    reference.run("ref_image.py", Job(dict(config=REFERENCE_YAML[name], checkpoint=In(ckpt), image_size=1024,
+                                           images=IMAGES[:1], cases=[], embed_only=True)), Out(out))
     ref = torch.load(out, weights_only=False)
     pred = SAM2ImagePredictor(build_sam2(name, checkpoint=ckpt))
     pred.set_image(IMAGES[0])

@@ -7,14 +7,14 @@ pixels equal; most masks non-empty."""
 
 from __future__ import annotations
 
-import json
 import os
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REFERENCE_YAML, run_reference
+from conftest import REFERENCE_YAML
+from reference_cache import In, Job, Out
 from sam2kit.cli import main
 from vos_fixtures import make_davis, make_sav, shapes_video
 
@@ -26,17 +26,16 @@ def agreement(ours: np.ndarray, ref: np.ndarray, ids) -> list[tuple[float, bool]
     return [(float(((ours == k) == (ref == k)).mean()), bool((ref == k).any())) for k in ids]
 
 
-def test_vos_matches_the_official_script(reference_python, reference_checkpoint, tmp_path):
+def test_vos_matches_the_official_script(reference, reference_checkpoint, tmp_path):
     ckpt = reference_checkpoint("sam2-hiera-tiny", seed=1, obj_bias=8.0)
     make_davis(tmp_path / "DAVIS", {"seq": shapes_video(6, 96, 128, seed=40, objects=3, void=False)})
     make_sav(tmp_path / "SAV", {"vid": shapes_video(4, 96, 128, seed=41, void=False, appear=0)}, step=2)
-    common = dict(config=REFERENCE_YAML["sam2-hiera-tiny"], checkpoint=str(ckpt), image_size=SIZE)
-    jobs = [dict(common, base_video_dir=str(tmp_path / "DAVIS/JPEGImages/480p"), mode="later",
-                 input_mask_dir=str(tmp_path / "DAVIS/Annotations/480p"), output_mask_dir=str(tmp_path / "ref_davis")),
-            dict(common, base_video_dir=str(tmp_path / "SAV/JPEGImages_24fps"), mode="per_obj",
-                 input_mask_dir=str(tmp_path / "SAV/Annotations_6fps"), output_mask_dir=str(tmp_path / "ref_sav"))]
-    (tmp_path / "jobs.json").write_text(json.dumps(jobs))
-    run_reference(reference_python, "ref_vos.py", tmp_path / "jobs.json")
+    common = dict(config=REFERENCE_YAML["sam2-hiera-tiny"], checkpoint=In(ckpt), image_size=SIZE)
+    jobs = [dict(common, base_video_dir=In(tmp_path / "DAVIS/JPEGImages/480p"), mode="later",
+                 input_mask_dir=In(tmp_path / "DAVIS/Annotations/480p"), output_mask_dir=Out(tmp_path / "ref_davis")),
+            dict(common, base_video_dir=In(tmp_path / "SAV/JPEGImages_24fps"), mode="per_obj",
+                 input_mask_dir=In(tmp_path / "SAV/Annotations_6fps"), output_mask_dir=Out(tmp_path / "ref_sav"))]
+    reference.run("ref_vos.py", Job(jobs, "json"))
     for name in ("DAVIS", "SAV"):
         rc = main(["vos", str(tmp_path / name), "-o", str(tmp_path / f"ours_{name.lower()}"), "--model", str(ckpt),
                    "--resolution", str(SIZE), "-q"])

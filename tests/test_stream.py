@@ -151,20 +151,11 @@ def _png_bytes(arr):
 
 
 def test_any_container_is_judged_by_opening(tmp_path):
-    import av
-
+    from clips import write_clip
     from sam2kit.video.io import open_frames
 
     frames = moving_frames(6)
-    path = tmp_path / "clip.ts"
-    with av.open(str(path), "w", format="mpegts") as c:
-        st = c.add_stream("libx264", rate=10)
-        st.width, st.height, st.pix_fmt = 96, 72, "yuv420p"
-        for f in frames:
-            for p in st.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                c.mux(p)
-        for p in st.encode():
-            c.mux(p)
+    path = write_clip(tmp_path / "clip.ts", frames, 10, container="mpegts")
     with open_frames(path) as src:  # a file: random access as any video
         assert len(src) == 6 and (src.height, src.width) == (72, 96)
         decoded = [src.get(i) for i in range(6)]

@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from clips import write_clip
 from test_cli import (RES, assert_one_line_error, check_video_outputs, cli, ckpt,  # noqa: F401 - a fixture
                       moving_frames, nothing_written, png)
 
@@ -31,16 +32,7 @@ N_LONG = 40  # a stream that outlasts a stop
 
 def write_ts(path: Path, n: int) -> Path:
     """n frames of H.264 in MPEG-TS (no B-frames, so each frame decodes as it arrives)."""
-    with av.open(str(path), "w", format="mpegts") as c:
-        s = c.add_stream("libx264", rate=FPS)
-        s.width, s.height, s.pix_fmt = W, H, "yuv420p"
-        s.options = {"tune": "zerolatency"}
-        for f in moving_frames(n, W, H):
-            for p in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
+    return write_clip(path, moving_frames(n, W, H), FPS, container="mpegts", options={"tune": "zerolatency"})
 
 
 @pytest.fixture(scope="module")

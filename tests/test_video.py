@@ -115,16 +115,10 @@ def test_spilling_changes_no_result(predictor):
 def test_video_file_and_png_frames_give_identical_results(predictor, tmp_path):
     import av
 
+    from clips import write_clip
+
     frames = moving_frames(12)
-    path = tmp_path / "clip.mp4"
-    with av.open(str(path), "w") as c:
-        st = c.add_stream("libx264", rate=10)
-        st.width, st.height, st.pix_fmt = 96, 72, "yuv420p"
-        for img in frames:
-            for p in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(p)
-        for p in st.encode():
-            c.mux(p)
+    path = write_clip(tmp_path / "clip.mp4", frames, 10)
     pngs = tmp_path / "pngs"
     pngs.mkdir()
     with av.open(str(path)) as c:

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from clips import write_audio_only, write_clip, write_no_frames
 from sam2kit.video.io import FrameSource, open_frames
 
 av = pytest.importorskip("av")
@@ -35,18 +36,9 @@ def has_encoder(name: str) -> bool:
 
 
 def write_video(path, codec, n=N, w=W, h=H, gop=GOP, options=None):
-    with av.open(str(path), "w") as c:
-        s = c.add_stream(codec, rate=FPS)
-        s.width, s.height, s.pix_fmt = w, h, "yuv420p"
-        s.codec_context.gop_size = gop
-        s.bit_rate = 2_000_000  # enough that frames stay recognisable
-        s.options = options or {}
-        for i in range(n):
-            for p in s.encode(av.VideoFrame.from_ndarray(frame_image(i, w, h), format="rgb24")):
-                c.mux(p)
-        for p in s.encode():
-            c.mux(p)
-    return path
+    # 2 Mbit/s: enough that frames stay recognisable
+    return write_clip(path, (frame_image(i, w, h) for i in range(n)), FPS, codec, gop=gop,
+                      bit_rate=2_000_000, options=options)
 
 
 def decode_all(path) -> list[np.ndarray]:
@@ -210,30 +202,14 @@ def test_not_a_video(tmp_path):
         open_frames(junk)
 
 
-def _audio_frame():
-    frame = av.AudioFrame.from_ndarray(np.zeros((1, 960), np.int16), format="s16", layout="mono")
-    frame.sample_rate = 48000
-    return frame
-
-
 def test_audio_only_file(tmp_path):
-    path = tmp_path / "sound.mkv"
-    with av.open(str(path), "w") as c:
-        a = c.add_stream("pcm_s16le", rate=48000)
-        for p in [*a.encode(_audio_frame()), *a.encode()]:
-            c.mux(p)
+    path = write_audio_only(tmp_path / "sound.mkv")
     with pytest.raises(ValueError, match="no video stream"):
         open_frames(path)
 
 
 def test_video_with_zero_frames(tmp_path):
-    path = tmp_path / "empty.mkv"
-    with av.open(str(path), "w") as c:  # a video stream that never gets a packet
-        v = c.add_stream("mpeg4", rate=FPS)
-        v.width, v.height, v.pix_fmt = W, H, "yuv420p"
-        a = c.add_stream("pcm_s16le", rate=48000)
-        for p in [*a.encode(_audio_frame()), *a.encode()]:
-            c.mux(p)
+    path = write_no_frames(tmp_path / "empty.mkv", W, H, FPS)  # a video stream that never gets a packet
     with pytest.raises(ValueError, match="has no frames"):
         open_frames(path)
 
