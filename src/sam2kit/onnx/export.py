@@ -177,7 +177,8 @@ def export_onnx(model: SAM2Model, out_dir: str | Path, overwrite: bool = False,
                               "video_frame_resize": "Pillow bicubic on uint8, then /255"},
             "tracking": {"no_obj_score": NO_OBJ_SCORE,
                          "mask_downsample_weight": model.mask_downsample.weight.reshape(-1).tolist(),
-                         "mask_downsample_bias": float(model.mask_downsample.bias.item())},
+                         "mask_downsample_bias": float(model.mask_downsample.bias.item()),
+                         "no_obj_ptr": model.no_obj_ptr.reshape(-1).tolist()},
             "files": files, "export_seconds": timings,
         }
         manifest["max_abs_error_vs_eager"] = _max_errors(model, tmp)
