@@ -220,7 +220,7 @@ def _compare_video(ours, ref, label):
     return mean, worst
 
 
-@pytest.mark.parametrize("scenario", ["main", "editing"])
+@pytest.mark.parametrize("scenario", ["main", pytest.param("editing", marks=pytest.mark.slow)])
 def test_video_matches_torch(model, exported, frames_dir, scenario):
     op = OnnxVideoPredictor(exported)
     state = op.init_state(str(frames_dir))

@@ -82,6 +82,9 @@ class MemoryAttentionGraph(nn.Module):
         if layer.cross_attn_image.num_heads != 1:
             raise NotImplementedError("memory attention with more than one head is not exported "
                                       "(every official SAM 2 model has one)")
+        if len({(a.internal_dim, a.num_heads, a.rope_theta) for lay in model.memory_attention.layers
+                for a in (lay.self_attn, lay.cross_attn_image)}) != 1:
+            raise NotImplementedError("memory attention layers with different RoPE widths are not exported")
 
     def forward(self, vision_features, vision_pos, memory, memory_pos, memory_slots, obj_ptrs,
                 obj_ptr_offsets):
@@ -104,31 +107,34 @@ class MemoryAttentionGraph(nn.Module):
         ptr_pos = ptr_pos[:, None, :].expand(-1, split, -1).reshape(1, -1, mem)
         values = torch.cat([feats.reshape(1, -1, mem), ptr_tokens], dim=1)  # [1, M*hw + 4P, 64]
         x = curr + 0.1 * curr_pos
+        # one RoPE table for the whole graph (every layer's attention has the same head width and
+        # theta): one constant in the file instead of one per use
+        rope = m.memory_attention.layers[0].self_attn.rope_tables(hw, x.device)
         for layer in m.memory_attention.layers:
             t = layer.norm1(x)
-            x = x + self._self(layer.self_attn, t, hw)
+            x = x + self._self(layer.self_attn, t, rope)
             t = layer.norm2(x)
-            x = x + self._cross(layer.cross_attn_image, t, feats, pos, ptr_tokens, ptr_pos, values, hw)
+            x = x + self._cross(layer.cross_attn_image, t, feats, pos, ptr_tokens, ptr_pos, values, rope)
             t = layer.norm3(x)
             x = x + layer.linear2(F.relu(layer.linear1(t)))
         out = m.memory_attention.norm(x)  # [1, hw, 256]
         return out.transpose(1, 2).reshape(1, c, h, w)
 
     @staticmethod
-    def _self(attn, x, hw):
-        """RoPEAttention.forward (self-attention on the hw grid) with the grid size given."""
+    def _self(attn, x, rope):
+        """RoPEAttention.forward (self-attention on the hw grid) with the RoPE table given."""
         wq, bq, wk, bk = attn._qk_weights()
-        cos, sin = attn.rope_tables(hw, x.device)
+        cos, sin = rope
         q = attn._rotate(attn._heads(F.linear(x, wq, bq)), cos, sin)
         k = attn._rotate(attn._heads(F.linear(x, wk, bk)), cos, sin)
         out = F.scaled_dot_product_attention(q, k, attn._heads(attn.v_proj(x)))
         return attn.out_proj(attn._merge(out))
 
     @staticmethod
-    def _cross(attn, x, feats, pos, ptr_tokens, ptr_pos, values, hw):
+    def _cross(attn, x, feats, pos, ptr_tokens, ptr_pos, values, rope):
         """RoPEAttention.attend_memory over keys built for all M frames at once."""
         wq, bq, wk, bk = attn._qk_weights()
-        cos, sin = attn.rope_tables(hw, x.device)
+        cos, sin = rope
 
         def rotate(k):  # [M, hw, C] -> rotated, same shape
             return attn._merge(attn._rotate(attn._heads(k), cos, sin))
