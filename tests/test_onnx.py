@@ -60,9 +60,14 @@ def model(ckpt):
 
 
 @pytest.fixture(scope="module")
-def exported(model, tmp_path_factory):
+def exported(ckpt, tmp_path_factory):
+    """The export, made by the command line (sam2kit export)."""
+    from sam2kit.cli import main
+
     out = tmp_path_factory.mktemp("onnx") / "export"
-    export_onnx(model, out)
+    code = main(["export", "--model", NAME, "--checkpoint", str(ckpt), "--resolution", str(SIZE),
+                 "-o", str(out), "-q"])
+    assert code == 0
     return out
 
 
@@ -107,6 +112,18 @@ def test_export_refuses_a_non_empty_folder(model, tmp_path):
         export_onnx(model, tmp_path)
     assert (tmp_path / "keep.txt").read_text() == "user data"
     assert [p.name for p in tmp_path.parent.iterdir() if p.name.startswith(f".{tmp_path.name}-")] == []
+
+
+def test_export_command_refuses_bad_input(ckpt, tmp_path, capsys):
+    from sam2kit.cli import main
+
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("x")
+    assert main(["export", "--checkpoint", str(ckpt), "-o", str(tmp_path / "full")]) == 2
+    assert "not empty" in capsys.readouterr().err
+    assert main(["export", "--model", NAME, "--checkpoint", str(tmp_path / "nope.pt"), "-o",
+                 str(tmp_path / "new")]) == 2
+    assert "does not exist" in capsys.readouterr().err and not (tmp_path / "new").exists()
 
 
 def test_modules_on_real_inputs(model, exported):

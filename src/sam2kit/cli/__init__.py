@@ -8,7 +8,7 @@ import sys
 
 from sam2kit import __version__, tune_cpu_allocator
 
-from . import batch, demo, evaluate, image, models, serve, video, vos
+from . import batch, demo, evaluate, export, image, models, serve, video, vos
 from .common import CLIError, Console, one_line
 from ..outputs import to_json
 
@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"sam2kit {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for module in (image, video, batch, models, demo, serve, vos, evaluate):
+    for module in (image, video, batch, models, demo, serve, vos, evaluate, export):
         module.add_parser(sub)
     return p
 

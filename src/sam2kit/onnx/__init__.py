@@ -15,6 +15,7 @@ _EXPORTS = {
     "OnnxSAM2": "sam2kit.onnx.model",
     "OnnxModelError": "sam2kit.onnx.model",
     "export_onnx": "sam2kit.onnx.export",
+    "export_pretrained": "sam2kit.onnx.export",
     "ExportError": "sam2kit.onnx.export",
 }
 

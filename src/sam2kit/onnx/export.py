@@ -190,3 +190,20 @@ def export_onnx(model: SAM2Model, out_dir: str | Path, overwrite: bool = False,
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+def export_pretrained(model: str, out_dir: str | Path, checkpoint: str | Path | None = None,
+                      resolution: int | None = None, revision: str | None = None,
+                      overwrite: bool = False) -> dict:
+    """Load ``model`` (a hub id, a model name or a checkpoint file, as ``sam2kit.load_model``)
+    in fp32 on the CPU and export it to ``out_dir`` (``export_onnx``): what ``sam2kit export
+    --model ID [--checkpoint FILE] [--resolution N] -o DIR`` calls."""
+    from ..build import load_model
+
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not overwrite:  # before loading
+        raise FileExistsError(f"{out} exists and is not empty; choose a new folder or pass "
+                              "overwrite=True (--overwrite)")
+    loaded = load_model(model, "cpu", resolution, revision, checkpoint)
+    name = None if Path(str(model)).is_file() else str(model)  # a checkpoint file: the config's hub id
+    return export_onnx(loaded, out, overwrite=overwrite, model_id=name)
