@@ -85,6 +85,13 @@ class MemoryAttentionGraph(nn.Module):
         if len({(a.internal_dim, a.num_heads, a.rope_theta) for lay in model.memory_attention.layers
                 for a in (lay.self_attn, lay.cross_attn_image)}) != 1:
             raise NotImplementedError("memory attention layers with different RoPE widths are not exported")
+        # one RoPE table for the whole graph (every layer's attention has the same head width and
+        # theta), held as buffers: one initializer in the file instead of a constant per use
+        hw = (model.config.image_size // model.config.backbone_stride) ** 2
+        with torch.no_grad():
+            cos, sin = layer.self_attn.rope_tables(hw, model.device)
+        self.register_buffer("rope_cos", cos.clone(), persistent=False)
+        self.register_buffer("rope_sin", sin.clone(), persistent=False)
 
     def forward(self, vision_features, vision_pos, memory, memory_pos, memory_slots, obj_ptrs,
                 obj_ptr_offsets):
@@ -107,9 +114,7 @@ class MemoryAttentionGraph(nn.Module):
         ptr_pos = ptr_pos[:, None, :].expand(-1, split, -1).reshape(1, -1, mem)
         values = torch.cat([feats.reshape(1, -1, mem), ptr_tokens], dim=1)  # [1, M*hw + 4P, 64]
         x = curr + 0.1 * curr_pos
-        # one RoPE table for the whole graph (every layer's attention has the same head width and
-        # theta): one constant in the file instead of one per use
-        rope = m.memory_attention.layers[0].self_attn.rope_tables(hw, x.device)
+        rope = (self.rope_cos, self.rope_sin)
         for layer in m.memory_attention.layers:
             t = layer.norm1(x)
             x = x + self._self(layer.self_attn, t, rope)
@@ -136,8 +141,9 @@ class MemoryAttentionGraph(nn.Module):
         wq, bq, wk, bk = attn._qk_weights()
         cos, sin = rope
 
-        def rotate(k):  # [M, hw, C] -> rotated, same shape
-            return attn._merge(attn._rotate(attn._heads(k), cos, sin))
+        def rotate(k):  # [M, hw, C] (one head: its half layout is the channel order) -> rotated
+            a, b = k.chunk(2, dim=-1)  # no reshape by M, so that M = 0 works too
+            return torch.cat((a * cos - b * sin, a * sin + b * cos), dim=-1)
 
         mem_keys = rotate(F.linear(feats, wk)) + rotate(F.linear(pos, wk, bk))  # as memory_keys
         keys = torch.cat([mem_keys.reshape(1, -1, mem_keys.shape[-1]),

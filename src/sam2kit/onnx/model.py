@@ -133,8 +133,11 @@ class OnnxSAM2:
         c, mem = f.vision_features.shape[1], 64
         h = f.vision_features.shape[-1]
         t_max = np.float32(pointer_offset_scale(max_obj_ptrs))
-        memory = (np.concatenate([m for _, m in memories]) if memories
-                  else np.zeros((0, mem, h, h), np.float32))
+        if not memories:  # pointers alone: a state the torch predictor reaches only after odd edits
+            raise NotImplementedError("memory_attention.onnx needs at least one memory frame (M >= 1): "
+                                      "an object with object pointers but no memory frame near this "
+                                      "frame; prompt the object on this frame first")
+        memory = np.concatenate([m for _, m in memories])
         pos = memory_pos if memory_pos is not None else np.zeros((1, mem, h, h), np.float32)
         return self._run(
             "memory_attention", vision_features=f.vision_features, vision_pos=f.vision_pos,
