@@ -42,7 +42,8 @@ def run_steps(predictor, state, steps, obj_scores):
 
 
 def _bits(masks):
-    m = (masks > 0.0).cpu().numpy()
+    m = masks > 0.0
+    m = m.cpu().numpy() if hasattr(m, "cpu") else np.asarray(m)  # torch tensors or NumPy arrays (ONNX runtime)
     return {"shape": m.shape, "bits": np.packbits(m.reshape(-1))}
 
 

@@ -9,7 +9,7 @@ import sys
 from sam2kit import __version__, tune_cpu_allocator
 from sam2kit.errors import InputError
 
-from sam2kit.cli import batch, demo, evaluate, image, models, serve, video, vos
+from sam2kit.cli import batch, demo, evaluate, export, image, models, serve, video, vos
 from sam2kit.cli.common import CLIError, Console, Parser, one_line
 from sam2kit.outputs import to_json
 
@@ -40,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--version", action="version", version=f"sam2kit {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
-    for module in (image, video, batch, models, demo, serve, vos, evaluate):
+    for module in (image, video, batch, models, demo, serve, vos, evaluate, export):
         module.add_parser(sub)
     return p
 

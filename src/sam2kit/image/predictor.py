@@ -14,6 +14,7 @@ import torch
 from sam2kit.build import FromPretrained
 from sam2kit.modeling.sam2 import ImageFeatures, SAM2Model
 from sam2kit.image.postprocess import fill_holes_and_remove_sprinkles
+from sam2kit.image.arrays import check_points as _check_points
 from sam2kit.image.transforms import as_rgb_array, preprocess, resize_masks
 
 
@@ -290,30 +291,6 @@ def _prompt_parts(prompt, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | 
     if not len(points) and box is None:
         raise ValueError(f"prompt {k} has neither points nor a box")
     return points, labels.astype(np.int32), box
-
-
-def _check_points(coords, labels):
-    if coords is None:
-        raise ValueError("point_labels were given without point_coords")
-    if labels is None:
-        raise ValueError("point_labels must be supplied if point_coords is supplied "
-                         "(1 for foreground, 0 for background)")
-    coords = np.asarray(coords, dtype=np.float32)
-    labels = np.asarray(labels)
-    if coords.ndim == 2:
-        coords = coords[None]
-        labels = labels[None] if labels.ndim == 1 else labels
-    if coords.ndim != 3 or coords.shape[-1] != 2:
-        raise ValueError(f"point_coords must be Nx2 (x, y) or BxNx2, got shape {coords.shape}")
-    if labels.shape != coords.shape[:2]:
-        raise ValueError(f"point_labels must have one label per point: shape {coords.shape[:2]} "
-                         f"expected, got {labels.shape}")
-    if not np.all(np.isfinite(coords)):
-        raise ValueError("point_coords contain NaN or infinite values; give finite pixel coordinates")
-    if labels.size and not np.all(np.isin(labels, (0, 1))):
-        bad = sorted(set(np.unique(labels).tolist()) - {0, 1})
-        raise ValueError(f"point_labels must be 1 (foreground) or 0 (background), got {bad}")
-    return coords, labels.astype(np.int32)
 
 
 def _to_input_frame(coords: torch.Tensor, normalize: bool, h: int, w: int, size: int) -> torch.Tensor:

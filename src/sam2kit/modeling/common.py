@@ -68,11 +68,12 @@ class LayerNorm2d(nn.Module):
         self.weight = nn.Parameter(torch.ones(num_channels))
         self.bias = nn.Parameter(torch.zeros(num_channels))
         self.eps = eps
+        self.normalized_shape = (num_channels,)  # a constant, also when traced (ONNX export)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # torch's fused layer norm over the channels (a channels-last view): two passes over
         # the data instead of the seven of the textbook formula; the result stays channels-last
-        y = F.layer_norm(x.permute(0, 2, 3, 1), x.shape[1:2], self.weight, self.bias, self.eps)
+        y = F.layer_norm(x.permute(0, 2, 3, 1), self.normalized_shape, self.weight, self.bias, self.eps)
         return y.permute(0, 3, 1, 2)
 
 

@@ -148,7 +148,7 @@ class MaskDecoder(nn.Module):
         dc1, ln1, act1, dc2, act2 = self.output_upscaling
         x = _deconv2x2(src.reshape(-1, h, w, src.shape[-1]), dc1)
         x = x + feat_s1.permute(0, 2, 3, 1)
-        x = act1(F.layer_norm(x, x.shape[-1:], ln1.weight, ln1.bias, ln1.eps))
+        x = act1(F.layer_norm(x, ln1.normalized_shape, ln1.weight, ln1.bias, ln1.eps))
         x = _deconv2x2(x, dc2) + feat_s0.permute(0, 2, 3, 1)
         return act2(x)
 

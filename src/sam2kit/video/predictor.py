@@ -20,6 +20,7 @@ from sam2kit.devices import release_free_memory
 from sam2kit.modeling.sam2 import NO_OBJ_SCORE, ImageFeatures, MemoryFrame, SAM2Model
 from sam2kit.image.postprocess import fill_small_holes
 from sam2kit.video.session import FrameOutput, ObjectState, VideoSession
+from sam2kit.video.tracking import gather_memory, select_closest_cond_frames, track_order, use_multimask  # noqa: F401
 
 if TYPE_CHECKING:
     from sam2kit.video.stream_session import StreamSession
@@ -220,7 +221,7 @@ class SAM2VideoPredictor(FromPretrained):
                                         s.memory_cache)
             n_pts = 0 if points is None else points[1].shape[1]
             cfg = m.config
-            multimask = cfg.multimask_min_pt_num <= n_pts <= cfg.multimask_max_pt_num
+            multimask = use_multimask(n_pts, cfg.multimask_min_pt_num, cfg.multimask_max_pt_num)
             head = m.sam_heads(pix, feats.high_res, points, prev_logits, multimask,
                                self.dynamic_multimask_via_stability)
         mem = None
@@ -246,20 +247,10 @@ class SAM2VideoPredictor(FromPretrained):
         choice: the conditioning frames, the num_maskmem-1 frames before, pointers of up to
         max_obj_ptrs_in_encoder frames)."""
         cfg = self.model.config
-        selected, unselected = select_closest_cond_frames(frame_idx, obj.cond, self.max_cond_frames_in_attn)
-        stride = self.memory_temporal_stride_for_eval
-        slots = [(0, out) for out in selected.values()]
-        for t_pos in range(1, cfg.num_maskmem):
-            t_rel = cfg.num_maskmem - t_pos
-            if t_rel == 1:
-                prev = frame_idx + t_rel if reverse else frame_idx - t_rel
-            elif not reverse:
-                prev = ((frame_idx - 2) // stride) * stride - (t_rel - 2) * stride
-            else:
-                prev = -(-(frame_idx + 2) // stride) * stride + (t_rel - 2) * stride
-            out = obj.non_cond.get(prev, unselected.get(prev))
-            if out is not None:
-                slots.append((t_pos, out))
+        slots, ptr_outs = gather_memory(frame_idx, reverse, obj.cond, obj.non_cond, s.num_frames, cfg.num_maskmem,
+                                        min(s.num_frames, cfg.max_obj_ptrs_in_encoder),
+                                        self.max_cond_frames_in_attn, self.memory_temporal_stride_for_eval,
+                                        cfg.use_signed_tpos_enc_to_obj_ptrs)
         memories = []
         for t_pos, out in slots:
             s.load(out)
@@ -270,19 +261,7 @@ class SAM2VideoPredictor(FromPretrained):
             if not any(out is u for u in used):
                 out.key_cache.clear()
         obj.key_cached = used
-
-        max_ptrs = min(s.num_frames, cfg.max_obj_ptrs_in_encoder)
-        sign = -1 if reverse else 1
-        past = {t: o for t, o in selected.items() if (t >= frame_idx if reverse else t <= frame_idx)}
-        ptrs = [((frame_idx - t) * sign if cfg.use_signed_tpos_enc_to_obj_ptrs else abs(frame_idx - t),
-                 o.obj_ptr.to(s.device)) for t, o in past.items()]
-        for t_diff in range(1, max_ptrs):
-            t = frame_idx + t_diff if reverse else frame_idx - t_diff
-            if t < 0 or t >= s.num_frames:
-                break
-            out = obj.non_cond.get(t, unselected.get(t))
-            if out is not None:
-                ptrs.append((t_diff, out.obj_ptr.to(s.device)))
+        ptrs = [(offset, out.obj_ptr.to(s.device)) for offset, out in ptr_outs]
         return memories, ptrs
 
     # ---- propagation ---------------------------------------------------------------------
@@ -334,12 +313,7 @@ class SAM2VideoPredictor(FromPretrained):
         self._check_frame(s, start_frame_idx)
         if max_frame_num_to_track is None:
             max_frame_num_to_track = s.num_frames
-        if reverse:
-            end = max(start_frame_idx - max_frame_num_to_track, 0)
-            order = range(start_frame_idx, end - 1, -1) if start_frame_idx > 0 else range(0)
-        else:
-            end = min(start_frame_idx + max_frame_num_to_track, s.num_frames - 1)
-            order = range(start_frame_idx, end + 1)
+        order = track_order(start_frame_idx, max_frame_num_to_track, s.num_frames, reverse)
         for step, frame_idx in enumerate(tqdm(order, desc="propagate in video", disable=not progress, leave=False)):
             every = s.release_memory_every
             if every and step and step % every == 0 and s.device.type == "cpu":
@@ -488,25 +462,6 @@ def _as_points(points, labels) -> tuple[torch.Tensor, torch.Tensor]:
     if not torch.isin(lab, torch.tensor([0, 1], dtype=torch.int32)).all():
         raise ValueError("labels must be 1 (foreground) or 0 (background)")
     return p, lab
-
-
-def select_closest_cond_frames(frame_idx: int, cond: dict, max_cond_frames: int):
-    """Up to ``max_cond_frames`` conditioning frames nearest ``frame_idx`` (the closest before,
-    the closest after, then the nearest others); returns (selected, unselected) dicts."""
-    if max_cond_frames == -1 or len(cond) <= max_cond_frames:
-        return cond, {}
-    if max_cond_frames < 2:
-        raise ValueError("max_cond_frames_in_attn must be -1 or at least 2")
-    selected = {}
-    before = max((t for t in cond if t < frame_idx), default=None)
-    if before is not None:
-        selected[before] = cond[before]
-    after = min((t for t in cond if t >= frame_idx), default=None)
-    if after is not None:
-        selected[after] = cond[after]
-    rest = sorted((t for t in cond if t not in selected), key=lambda t: abs(t - frame_idx))
-    selected.update((t, cond[t]) for t in rest[: max_cond_frames - len(selected)])
-    return selected, {t: v for t, v in cond.items() if t not in selected}
 
 
 def apply_non_overlapping_constraints(masks: torch.Tensor) -> torch.Tensor:

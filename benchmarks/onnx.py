@@ -1,0 +1,179 @@
+"""The ONNX export against PyTorch, in one run: set_image time and video frames/s for the
+reference (sam2==1.1.0), sam2kit torch fp32 and sam2kit's ONNX runtime (ONNX Runtime, CPU
+provider, no PyTorch in its process), the export time, the files' sizes and each one's peak RSS.
+
+Same random tiny weights (sam2-hiera-tiny, official file format) and inputs as
+benchmarks/speed.py (its helpers make them). Each implementation and workload runs in a fresh
+process (its peak RSS is its own); figures are medians of --runs timed runs after a warm-up.
+
+    nice python benchmarks/onnx.py --frames 8 --runs 3 --json benchmarks/results/CPU/onnx/onnx-1024.json
+    python benchmarks/onnx.py --size 512 --no-reference
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+import speed  # noqa: E402  (inputs, timing helpers, the reference's predictors)
+
+
+def _child_image(impl: str, job: dict) -> dict:
+    import numpy as np
+    from PIL import Image
+
+    photo = np.array(Image.open(job["photo"]).convert("RGB"))
+    if impl == "reference":
+        from sam2.build_sam import build_sam2
+        from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+        s = job["size"]
+        pred = SAM2ImagePredictor(build_sam2(speed.REFERENCE_YAML, ckpt_path=job["checkpoint"], device="cpu",
+                                             hydra_overrides_extra=[f"++model.image_size={s}"] if s != 1024 else []))
+        pred._bb_feat_sizes = [(s // 4, s // 4), (s // 8, s // 8), (s // 16, s // 16)]
+    elif impl == "sam2kit":
+        from sam2kit import SAM2ImagePredictor
+
+        pred = SAM2ImagePredictor.from_pretrained(job["checkpoint"], image_size=job["size"])
+    else:
+        from sam2kit.onnx import OnnxImagePredictor
+
+        pred = OnnxImagePredictor(job["onnx"])
+    pred.set_image(photo)  # warm-up
+    set_image = speed._median_times(lambda: pred.set_image(photo), job["runs"])
+    h, w = photo.shape[:2]
+    predict = speed._median_times(lambda: pred.predict(np.array([[w / 2, h / 2]]), np.array([1])), job["runs"])
+    return {"set_image_s": set_image, "predict_s": predict}
+
+
+def _child_video(impl: str, job: dict) -> dict:
+    if impl == "onnx":
+        from sam2kit.onnx import OnnxVideoPredictor
+
+        pred = OnnxVideoPredictor(job["onnx"])
+    elif impl == "reference":
+        pred = speed._video_predictor("reference", job)
+    else:
+        from sam2kit import SAM2VideoPredictor
+
+        pred = SAM2VideoPredictor.from_pretrained(job["checkpoint"], image_size=job["size"])
+    state = pred.init_state(job["video"])
+    w, h = speed.VIDEO_SIZE
+    speed._track(pred, state, w, h, 3)  # warm-up
+    fps = []
+    for _ in range(job["runs"]):
+        t = time.perf_counter()
+        n = speed._track(pred, state, w, h, job["frames"])
+        fps.append(n / (time.perf_counter() - t))
+    return {"video_fps": statistics.median(fps), "video_fps_runs": fps}
+
+
+def _child_export(job: dict) -> dict:
+    from sam2kit import build_sam2
+    from sam2kit.onnx import export_onnx
+
+    model = build_sam2("sam2-hiera-tiny", checkpoint=job["checkpoint"], image_size=job["size"])
+    t = time.perf_counter()
+    manifest = export_onnx(model, job["onnx"])
+    return {"export_s": time.perf_counter() - t,
+            "file_mb": {k: v["bytes"] / 2**20 for k, v in manifest["files"].items()},
+            "max_abs_error_vs_eager": manifest["max_abs_error_vs_eager"]}
+
+
+def child_main(spec: str) -> None:
+    import resource
+
+    job = json.loads(Path(spec).read_text())
+    impl, workload = job["impl"], job["workload"]
+    if impl != "onnx":
+        import torch
+
+        torch.set_num_threads(job["threads"])
+    if workload == "export":
+        res = _child_export(job)
+    else:
+        res = {"image": _child_image, "video": _child_video}[workload](impl, job)
+    res["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    res["torch_imported"] = "torch" in sys.modules and sys.modules["torch"] is not None
+    print("RESULT " + json.dumps(res))
+
+
+def run_child(python: str, job: dict, work: Path) -> dict:
+    spec = work / f"job-{job['impl']}-{job['workload']}.json"
+    spec.write_text(json.dumps(job))
+    env = dict(os.environ, PYTHONPATH=str(speed.ROOT / "src") if job["impl"] != "reference" else "",
+               OMP_NUM_THREADS=str(job["threads"]))
+    out = subprocess.run([python, __file__, "--child", str(spec)], capture_output=True, text=True, env=env)
+    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("RESULT ")]
+    if out.returncode or not lines:
+        raise SystemExit(f"{job['impl']} {job['workload']} failed:\n{out.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--size", type=int, default=1024, help="model input size (1024: the trained size)")
+    ap.add_argument("--runs", type=int, default=3, help="timed runs per figure (median)")
+    ap.add_argument("--frames", type=int, default=8, help="video frames to track")
+    ap.add_argument("--threads", type=int, default=os.cpu_count(), help="threads for every implementation")
+    ap.add_argument("--no-reference", action="store_true", help="time sam2kit only")
+    ap.add_argument("--json", type=Path, help="write every figure here")
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        child_main(args.child)
+        return
+    ref_python = os.environ.get("SAM2KIT_REFERENCE_PYTHON", str(speed.DEFAULT_REFERENCE_PYTHON))
+    if not args.no_reference and not Path(ref_python).exists():
+        raise SystemExit(f"no reference environment at {ref_python}: set SAM2KIT_REFERENCE_PYTHON or pass "
+                         "--no-reference")
+    results: dict = {"size": args.size, "threads": args.threads, "runs": args.runs, "frames": args.frames,
+                     "cpu": speed.cpu_name(), "load_average_start": os.getloadavg(), "timings": {}}
+    print(f"CPU {results['cpu']}; load average {results['load_average_start'][0]:.2f}", flush=True)
+    with tempfile.TemporaryDirectory(prefix="sam2kit-onnx-bench-") as tmp:
+        work = Path(tmp)
+        job = dict(speed.make_inputs(work, args.frames + 3), runs=args.runs, frames=args.frames,
+                   threads=args.threads, size=args.size, onnx=str(work / "onnx"),
+                   mode={"image_size": args.size})
+        results["export"] = run_child(sys.executable, dict(job, impl="sam2kit", workload="export"), work)
+        print(f"export {results['export']['export_s']:.1f} s, peak RSS {results['export']['peak_rss_mb']:.0f} MB",
+              flush=True)
+        impls = ([("reference", ref_python)] if not args.no_reference else []) + \
+            [("sam2kit", sys.executable), ("onnx", sys.executable)]
+        for impl, python in impls:
+            for workload in ("image", "video"):
+                res = run_child(python, dict(job, impl=impl, workload=workload), work)
+                results["timings"].setdefault(impl, {})[workload] = res
+                print(impl, workload, json.dumps(res), flush=True)
+    results["load_average_end"] = os.getloadavg()
+    print_table(results)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+
+
+def print_table(results: dict) -> None:
+    print(f"\n{results['cpu']}; size {results['size']}, {results['threads']} threads, median of "
+          f"{results['runs']} runs, video {results['frames']} frames; load average "
+          f"{results['load_average_start'][0]:.2f} -> {results['load_average_end'][0]:.2f}")
+    print(f"{'':12} {'set_image s':>12} {'RSS MB':>8} {'video fps':>10} {'RSS MB':>8} {'torch':>6}")
+    for impl, row in results["timings"].items():
+        im, vi = row["image"], row["video"]
+        print(f"{impl:12} {im['set_image_s']:12.3f} {im['peak_rss_mb']:8.0f} {vi['video_fps']:10.3f} "
+              f"{vi['peak_rss_mb']:8.0f} {str(im['torch_imported']):>6}")
+    ex = results["export"]
+    sizes = ", ".join(f"{k} {v:.1f} MB" for k, v in ex["file_mb"].items())
+    print(f"export {ex['export_s']:.1f} s (peak RSS {ex['peak_rss_mb']:.0f} MB): {sizes}")
+
+
+if __name__ == "__main__":
+    main()
