@@ -160,7 +160,8 @@ def run_batch(config: BatchConfig, items: list[Item], console, make_backend=None
                         copier.maybe()
 
                 try:
-                    schedule(ledger, backend, todo, config.retries, console, tally, each_round)
+                    schedule(ledger, backend, todo, config.retries, console, tally, each_round,
+                             discard=output.discard_staged)
                 finally:
                     backend.close()
                     if copier:
@@ -234,18 +235,21 @@ def plan(ledger: Ledger, output, config: BatchConfig, settings: dict, items: lis
 
 
 def schedule(ledger: Ledger, backend, todo: list[WorkItem], retries: int, console, tally: Tally,
-             each_round=None) -> Tally:
+             each_round=None, discard=None) -> Tally:
     """Give items to the backend while it has free slots; record each start, success and
     failure in the ledger; retry a failed item up to ``retries`` times at the end of the
     queue. One transaction a round: the results that came in and the items given out next.
     Items out when this stops (an interrupt) are left ``running`` in the ledger: the next run
-    redoes them. ``each_round()``: called after every round (the ledger's copy)."""
+    redoes them. ``each_round()``: called after every round (the ledger's copy); ``discard(id)``:
+    removes what a failed attempt left in the staging area (a worker killed mid-item cannot)."""
     queue, out, finished = deque(todo), {}, []
     with console.progress(total=len(todo), desc="items", unit="item") as bar:
         while queue or out or finished:
             given = []
             with ledger.transaction():
                 for work, result in finished:
+                    if not result.ok and discard is not None:
+                        discard(work.id)
                     _record(ledger, work, result, retries, queue, tally)
                 while queue and len(out) + len(given) < backend.slots:
                     given.append(queue.popleft())

@@ -115,6 +115,15 @@ class _Output:
     def discard(self, staged: str) -> None:
         shutil.rmtree(staged, ignore_errors=True)
 
+    def discard_staged(self, item_id: int) -> None:
+        """Remove the staging folders of item ``item_id`` (after a failed attempt: a worker
+        that was killed mid-item left its folder behind). Remote outputs stage on the worker's
+        own disk, out of the driver's reach: nothing to do."""
+        if self.remote:
+            return
+        for d in (self.state / "partial").glob(f"{item_id}-*"):
+            shutil.rmtree(d, ignore_errors=True)
+
 
 class LocalOutput(_Output):
     """A local (or shared-file-system) output folder."""

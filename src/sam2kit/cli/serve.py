@@ -22,7 +22,8 @@ are removed.
 
 _TYPES = {int: int, float: float, str: str, bool: bool}
 _METAVARS = {"host": "HOST", "port": "PORT", "token": "TOKEN", "max_upload_mb": "MB", "session_ttl": "SECONDS",
-             "spill_limit_gb": "GB"}
+             "spill_limit_gb": "GB", "header_timeout": "SECONDS", "keep_alive_timeout": "SECONDS",
+             "stream_send_timeout": "SECONDS", "cors_origins": "ORIGINS"}
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -63,8 +64,13 @@ def command(args, console: Console) -> tuple[dict, str]:
 
     service = Service(model, settings, info["model_config"])
     app = create_app(service)
+    from sam2kit.server.protocol import with_header_timeout
+
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
-                            access_log=not args.quiet, timeout_graceful_shutdown=5, lifespan="on")
+                            access_log=not args.quiet, timeout_graceful_shutdown=5, lifespan="on",
+                            http=with_header_timeout(settings.header_timeout),
+                            timeout_keep_alive=settings.keep_alive_timeout,
+                            limit_concurrency=settings.max_connections)
     server = _Server(config, console, settings)
     try:
         asyncio.run(server.serve())
