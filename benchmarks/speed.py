@@ -341,7 +341,7 @@ def child_main(spec: str) -> None:
 
     torch.set_num_threads(job["threads"])
     impl, workload = job["impl"], job["workload"]
-    if impl != "reference":  # as the command line and the server run it (README, "Speed")
+    if impl != "reference":  # as the command line and the server run it (docs/speed.md)
         import sam2kit
 
         sam2kit.tune_cpu_allocator()

@@ -331,9 +331,10 @@ def test_no_import_cycle_between_loading_and_predictors():
 
 
 def test_the_command_line_uses_the_library_for_models_and_prompts():
-    """No model-name tables or prompt batching of its own: it calls sam2kit.model_id,
-    sam2kit.load_model and predict_many."""
-    common, image = (SRC / "cli" / "common.py").read_text(), (SRC / "cli" / "image.py").read_text()
+    """No model-name tables or prompt batching of its own: the jobs it runs (sam2kit.jobs) call
+    sam2kit.model_id, sam2kit.load_model and predict_many."""
+    common, image = (SRC / "jobs" / "model.py").read_text(), (SRC / "jobs" / "image.py").read_text()
+    assert "SIZES" not in (SRC / "cli" / "common.py").read_text()
     assert "sam2kit.model_id(" in common and "sam2kit.load_model(" in common
     assert "from_pretrained" not in common and "SIZES" not in common
     assert "predict_many(" in image and "point_coords=" not in image
@@ -434,5 +435,5 @@ def test_decompression_bombs_are_refused_with_the_limit_and_how_to_raise_it(tmp_
             "a = i.load_image(sys.argv[1], 2 * 10**8)\nprint(a.shape)")
     out = subprocess.run([sys.executable, "-c", code, str(bomb)], capture_output=True, text=True, check=True)
     first, second = out.stdout.strip().split("\n")
-    assert first.startswith("CLIError") and "--max-pixels" in first
+    assert first.startswith("InputError") and "--max-pixels" in first  # (the CLI's CLIError)
     assert second == "(9000, 12000, 3)"  # --max-pixels raised far enough: it opens

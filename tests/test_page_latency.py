@@ -4,7 +4,7 @@ the page itself (``window.sam2kit.latencies()``: also when the server's answer a
 click, three masks) sent by the test between the page's clicks, under the same load.
 
 The figures are printed and written to out/page-tests/latency/latency.json with the CPU and
-the load average while measuring; the README reports them. Nothing here asserts on time (the
+the load average while measuring; docs/serving.md reports them. Nothing here asserts on time (the
 machine may be busy): only that every click was measured, answered and drawn, in that order.
 """
 

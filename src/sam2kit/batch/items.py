@@ -14,8 +14,8 @@ root, in POSIX form; the batch writes its outputs to ``OUT/<key>/``:
   names its key explicitly.
 
 Names starting with ``.`` are skipped when folders are walked. Manifest lines may carry the
-item's own prompts, which replace the batch's default prompt for that item (README, "Many
-files"); here they are parsed into the job's typed prompts (``sam2kit.jobs.items.ItemPrompts``).
+item's own prompts, which replace the batch's default prompt for that item (docs/batch.md);
+here they are parsed into the job's typed prompts (``sam2kit.jobs.items.ItemPrompts``).
 """
 
 from __future__ import annotations

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     console = Console(quiet=args.quiet)
-    tune_cpu_allocator()  # this process is ours: large buffers are reused (README, "Speed")
+    tune_cpu_allocator()  # this process is ours: large buffers are reused (docs/speed.md)
     try:
         results, text = args.run(args, console)
     except InputError as e:  # CLIError among them: the library's and the commands' own

@@ -95,7 +95,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="image: prompts (sam2kit image); auto: every mask (image --auto); video: "
                         "tracking (sam2kit video) (default: image)")
     p.add_argument("--manifest", metavar="FILE", help="a JSONL file: one {\"path\": ..., prompts} a line "
-                   "(README: Many files)")
+                   "(docs/batch.md)")
     p.add_argument("--overwrite", action="store_true",
                    help="redo items made with other settings; write into a folder without a ledger")
     p.add_argument("--status", metavar="OUT", help="print the progress of the batch in OUT and exit")

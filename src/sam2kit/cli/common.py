@@ -58,7 +58,7 @@ def add_model_options(p: argparse.ArgumentParser, resolution_help: str | None = 
     g.add_argument("--resolution", type=resolution, metavar="PIXELS",
                    help=resolution_help or "the model's input size (image_size): a multiple of 32, at "
                         "least 256 (default: 1024, as trained; 512 and 768 are faster)")
-    s = p.add_argument_group("speed (opt-in; each trades some accuracy or start-up time, see README)")
+    s = p.add_argument_group("speed (opt-in; each trades some accuracy or start-up time, see docs/speed.md)")
     s.add_argument("--precision", choices=PRECISIONS, default="fp32",
                    help="bf16: compute in bfloat16 (only on CPUs whose flags have amx_bf16 or avx512_bf16; "
                         "2-3x faster, masks within ~1%% IoU of fp32) (default: fp32)")

@@ -15,7 +15,7 @@ from sam2kit.image.automatic import coco_annotations
 from sam2kit.image.io import DEFAULT_MAX_PIXELS
 from sam2kit.jobs.common import Console, sample
 from sam2kit.jobs.image import load_image
-from sam2kit.jobs.model import load_model
+from sam2kit.jobs.model import ModelSpec, load_model
 from sam2kit.outputs import colour, mask_png, save_json, tint
 
 
@@ -46,13 +46,15 @@ def settings(args: AutoJob) -> dict:
 
 def run_auto(args: AutoJob, console: Console, out: Path, model=None, model_info=None, model_spec=None) -> dict:
     """Every mask of the image into ``out`` (a folder of its own, being written); ``model``: one
-    already loaded (batch runs), else the options' model is loaded. Returns results."""
+    already loaded (batch runs, with ``model_info``), else ``model_spec``'s is loaded (None: the
+    default model). Returns results."""
     t_start = time.perf_counter()
     path = (args.image or sample("sample_photo.png")).expanduser()
     image = load_image(path, args.max_pixels)
     h, w = image.shape[:2]
     if model is None:
-        model, model_info = load_model(model_spec, console, model_spec.resolution)
+        spec = model_spec or ModelSpec()
+        model, model_info = load_model(spec, console, spec.resolution)
     gen = SAM2AutomaticMaskGenerator(model, **settings(args))
     bar = None
 

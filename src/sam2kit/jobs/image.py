@@ -16,7 +16,7 @@ from sam2kit.errors import InputError
 from sam2kit.image.io import DEFAULT_MAX_PIXELS, ImageReadError, allow_pixels, read_image
 from sam2kit.jobs import prompts as P
 from sam2kit.jobs.common import Console, sample
-from sam2kit.jobs.model import load_model
+from sam2kit.jobs.model import ModelSpec, load_model
 from sam2kit.outputs import (BBOX_FORMAT, colour, draw_prompt, grid_composite, mask_png, mask_stats,
                              save_json, tint)
 
@@ -92,7 +92,9 @@ def write_pictures(out: Path, image: np.ndarray, prompts, masks, entries, grid_r
 
 
 def run(args: ImageJob, console: Console, out: Path, model=None, model_info=None, model_spec=None) -> dict:
-    """The image workflow into ``out`` (a folder of its own, being written); returns results."""
+    """The image workflow into ``out`` (a folder of its own, being written); ``model``: one already
+    loaded (with ``model_info``), else ``model_spec``'s is loaded (None: the default model).
+    Returns results."""
     t_start = time.perf_counter()
     path = (args.image or sample("sample_photo.png")).expanduser()
     image = load_image(path, args.max_pixels)
@@ -101,7 +103,8 @@ def run(args: ImageJob, console: Console, out: Path, model=None, model_info=None
     grid_rc = (args.grid or (3, 3)) if prompts[0].grid_cell is not None else None
     loaded_before = model is not None  # (the demo shares one model between workflows)
     if model is None:
-        model, model_info = load_model(model_spec, console, model_spec.resolution)
+        spec = model_spec or ModelSpec()
+        model, model_info = load_model(spec, console, spec.resolution)
     predictor = SAM2ImagePredictor(model)
     t0 = time.perf_counter()
     predictor.set_image(image)

@@ -20,7 +20,7 @@ from sam2kit.errors import InputError
 from sam2kit.jobs import prompts as P
 from sam2kit.jobs.common import Console, one_line, sample
 from sam2kit.jobs.live_results import RunningTotals
-from sam2kit.jobs.model import load_model
+from sam2kit.jobs.model import ModelSpec, load_model
 from sam2kit.outputs import (BBOX_FORMAT, Mp4Writer, colour, draw_prompt, mask_png, mask_stats, palette_png,
                              save_json, tint)
 from sam2kit.video.io import IMAGE_EXTENSIONS, FrameSource, open_frames
@@ -269,7 +269,9 @@ def results_header(model_info: dict, path: Path, state, fps: float, prompts, obj
 
 
 def run(args: "VideoJob", console: Console, out: Path, model=None, model_info=None, model_spec=None) -> dict:
-    """The video workflow into ``out`` (a folder of its own, being written); returns results."""
+    """The video workflow into ``out`` (a folder of its own, being written); ``model``: one already
+    loaded (with ``model_info``), else ``model_spec``'s is loaded (None: the default model).
+    Returns results."""
     t_start = time.perf_counter()
     path, frames, prompts, start, n = prepare(args, console)
     fps = args.fps or frames.fps or DEFAULT_FPS
@@ -277,7 +279,8 @@ def run(args: "VideoJob", console: Console, out: Path, model=None, model_info=No
     loaded_before = model is not None  # (the demo shares one model between workflows)
     try:
         if model is None:
-            model, model_info = load_model(model_spec, console, model_spec.resolution)
+            spec = model_spec or ModelSpec()
+            model, model_info = load_model(spec, console, spec.resolution)
         predictor = SAM2VideoPredictor(model)
         t0 = time.perf_counter()
         state = predictor.init_state(frames, release_memory_every=RELEASE_EVERY)

@@ -1,7 +1,7 @@
 """Opt-in faster modes: bfloat16 compute, torch.compile, int8 dynamic quantisation.
 
 The default is none of them: fp32, eager, outputs within float tolerance of the reference.
-Each mode trades accuracy or start-up time for speed (README, "Speed"; accuracy figures from
+Each mode trades accuracy or start-up time for speed (docs/speed.md; accuracy figures from
 ``benchmarks/accuracy.py``). Lower resolution (``image_size=512``) is the fourth lever; it is
 a model configuration, not a mode here.
 

@@ -1,7 +1,7 @@
 """The image encoder on OpenVINO: ``backend="openvino"`` (``pip install 'sam2kit[openvino]'``).
 
 On CPUs with native bf16 (AVX-512 BF16, AMX), OpenVINO runs SAM 2's image encoder in bf16
-faster than PyTorch's autocast does (README, "Speed": 0.99 s against 1.26 s for tiny at 1024 on
+faster than PyTorch's autocast does (docs/speed.md: 0.99 s against 1.26 s for tiny at 1024 on
 an AMD EPYC Zen 4 with 2 threads), and the encoder is most of ``set_image`` and half of a video
 frame. So the encoder, and only the encoder (the Hiera trunk, the FPN neck and the mask
 decoder's two high-resolution projections), can run there; prompts, masks and memory stay in
@@ -31,8 +31,11 @@ from pathlib import Path
 import torch
 from torch import nn
 
+# the code the exported graph is traced from (paths in the sam2kit package): a change to any of
+# them makes a new cache entry
 _SOURCES = ("modeling/hiera.py", "modeling/image_encoder.py", "modeling/common.py",
-            "modeling/position_encoding.py", "modeling/sam2.py", "openvino_backend.py")
+            "modeling/position_encoding.py", "modeling/sam2.py", "kernels/linear.py",
+            "kernels/attention.py", "modes/openvino.py")
 
 
 def import_openvino():
@@ -77,7 +80,7 @@ def graph_key(model) -> str:
     h = hashlib.sha256()
     h.update(f"{model.config.name}|{model.image_size}|{sam2kit.__version__}|{torch.__version__}|"
              f"{ov.__version__}".encode())
-    here = Path(__file__).resolve().parent
+    here = Path(__file__).resolve().parent.parent  # the sam2kit package
     for rel in _SOURCES:
         h.update((here / rel).read_bytes())
     for name, t in _EncoderGraph(model).state_dict().items():
