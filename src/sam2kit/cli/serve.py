@@ -63,6 +63,9 @@ def command(args, console: Console) -> tuple[dict, str]:
     from sam2kit.server import Service, create_app
 
     service = Service(model, settings, info["model_config"])
+    if service.removed_stale:
+        console.note(f"removed {len(service.removed_stale)} work folder(s) left by sam2kit serve processes "
+                     f"that were killed: {', '.join(p.name for p in service.removed_stale)}")
     app = create_app(service)
     from sam2kit.server.protocol import with_header_timeout
 
