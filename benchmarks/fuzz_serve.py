@@ -1,5 +1,5 @@
 """Schemathesis against a real ``sam2kit serve`` for longer than CI does (tests/test_serve_hostile.py
-runs the same for 60 s): every route of its /openapi.json, every check, the examples, coverage
+runs the same for 45 s): every route of its /openapi.json, every check, the examples, coverage
 and fuzzing phases, and the stateful phase (links between operations).
 
     python benchmarks/fuzz_serve.py --minutes 20            # exit status: Schemathesis's

@@ -11,15 +11,15 @@ worker thread), the highest sample exceeds the highest warm-up sample by at most
 ``--bound-mb``. tests/test_soak.py runs the short form (about a minute at resolution 256).
 
 The one-time step seen last round (about 250 MB at 1024 px, at the fifth cycle of the soak in
-benchmarks/serve_load.py) is glibc's malloc arenas, not a cache or a leak: every thread that
-allocates gets an arena of its own (up to 8 per core), and ``sam2kit serve`` tells glibc to keep
-freed memory for reuse (``tune_cpu_allocator``: no mmap for large blocks, a 2 GB trim
-threshold), so each arena keeps the peak of the largest job its thread ran. The step comes when
-a thread first runs a kind of job it had not run before (the bulk lane's first tracking with
-several frames in flight, or an everything-masks job) and stays at that level; it is bounded by
-(arenas) x (largest job's peak), not by time. ``--arena-max N`` (MALLOC_ARENA_MAX for the
-server) shows it: with fewer arenas the step is smaller or gone, at no cost in speed here
-because the model threads are few (``--workers``, default 2).
+benchmarks/serve_load.py) is not explained yet; this soak records, with every RSS sample, the
+server's resident memory by kind (``memory_parts``: the main heap, glibc's per-thread arenas,
+other anonymous mappings, files), so that a run on an idle machine shows where such a step
+lands. The suspect is glibc's arenas: every thread that allocates gets one (up to 8 per core),
+and ``sam2kit serve`` tells glibc to keep freed memory for reuse (``tune_cpu_allocator``: no
+mmap for large blocks, a 2 GB trim threshold), so each arena would keep the peak of the largest
+job its thread ran, a step the first time a thread runs a kind of job it had not run before,
+bounded by (arenas) x (largest job's peak), not growing with time. ``--arena-max N`` runs the
+server with MALLOC_ARENA_MAX=N to test that: if the step shrinks with fewer arenas, it is them.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ on encoded variants of its paths, the media root against '..', absolute paths, s
 and encodings, CORS closed unless opened, slow headers, a client that never reads a stream, and
 a disconnect in the middle of tracking.
 
-Cost: one server (about 20 s to start), fuzzing bounded to 60 s (SAM2KIT_FUZZ_S), the rest a
+Cost: one server (about 20 s to start), fuzzing bounded to 45 s (SAM2KIT_FUZZ_S), the rest a
 few seconds each: about 3 min on an idle 2-core machine. The long fuzzing run:
 benchmarks/fuzz_serve.py.
 """
@@ -30,7 +30,7 @@ from serve_helpers import Server, moving_frames, random_checkpoint, write_mp4
 
 TOKEN = "s3cret-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-FUZZ_S = int(os.environ.get("SAM2KIT_FUZZ_S", "60"))
+FUZZ_S = int(os.environ.get("SAM2KIT_FUZZ_S", "45"))
 SCHEMATHESIS_TOML = Path(__file__).parent / "schemathesis.toml"
 
 
