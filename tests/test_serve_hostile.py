@@ -4,8 +4,8 @@ on encoded variants of its paths, the media root against '..', absolute paths, s
 and encodings, CORS closed unless opened, slow headers, a client that never reads a stream, and
 a disconnect in the middle of tracking.
 
-Cost: one server (about 20 s to start), fuzzing bounded to 45 s (SAM2KIT_FUZZ_S), the rest a
-few seconds each: about 3 min on an idle 2-core machine. The long fuzzing run:
+Cost: one server, fuzzing bounded to 45 s (SAM2KIT_FUZZ_S), the rest a few seconds each:
+measured 136 s with 60 s of fuzzing on a shared 2-core machine. The long fuzzing run:
 benchmarks/fuzz_serve.py.
 """
 
