@@ -4,7 +4,7 @@ output; what the dead process left (its partial output folder, the server's work
 its uploads and spill files) is removed by the next start, which checks with the owner's lock
 that the owner is dead; the restarted server is healthy and tracks.
 
-Cost: two short `sam2kit video` runs and three server starts: measured about 75 s on a shared
+Cost: two short `sam2kit video` runs and two server starts: measured about 75 s on a shared
 2-core machine.
 """
 
