@@ -47,7 +47,9 @@ class BatchConfig:
     its input is each item's); ``workers``: processes, or actors with ``ray`` (``local``
     or a cluster address); ``threads``: torch threads per worker (None: the cores / workers);
     ``items_per_task``: items in one Ray task; ``retries``: further attempts of a failing item
-    in this run."""
+    in this run; ``item_timeout``: seconds an item may take before its worker is killed and
+    replaced and the item fails as timed out (None: no limit; set, items never run in the
+    driver's own process, so that a hang or a crash cannot take the driver with it)."""
 
     task: str
     output: str
@@ -62,8 +64,11 @@ class BatchConfig:
     overwrite: bool = False
     verify: bool = False
     state_dir: str | None = None
+    item_timeout: float | None = None
 
     def __post_init__(self):
+        if self.item_timeout is not None and not self.item_timeout > 0:
+            raise ValueError(f"item_timeout must be positive seconds, got {self.item_timeout}")
         if self.task not in JOB_TYPES:
             raise ValueError(f"task must be one of {', '.join(JOB_TYPES)}, got {self.task!r}")
         if self.job is None:
@@ -132,7 +137,7 @@ def run_batch(config: BatchConfig, items: list[Item], console, make_backend=None
     if output.foreign_content() and not config.overwrite:  # before anything is written there
         raise BatchError(f"output {output.url!r} holds files but no batch ledger; choose an "
                          "empty or new folder with -o, or pass --overwrite to write among them")
-    with output.lock():
+    with output.lock() as lease:
         output.download_ledger()
         output.prepare()
         ledger = Ledger(output.ledger_path)
@@ -148,9 +153,15 @@ def run_batch(config: BatchConfig, items: list[Item], console, make_backend=None
                 console.note(f"batch: {len(todo)} items to make ({skipped} done before) on "
                              f"{backend_text}; ledger {output.ledger_path}")
                 copier = LedgerCopier(output) if output.remote else None
+
+                def each_round():
+                    lease.check()  # another driver took the output over: stop writing
+                    if copier:
+                        copier.maybe()
+
                 try:
-                    schedule(ledger, backend, todo, config.retries, console, tally,
-                             copier.maybe if copier else None)
+                    schedule(ledger, backend, todo, config.retries, console, tally, each_round,
+                             discard=output.discard_staged)
                 finally:
                     backend.close()
                     if copier:
@@ -178,7 +189,7 @@ def run_batch(config: BatchConfig, items: list[Item], console, make_backend=None
 def _threads(config: BatchConfig) -> int | None:
     if config.threads:
         return config.threads
-    if config.workers == 1 and not config.ray:
+    if config.workers == 1 and not config.ray and config.item_timeout is None:
         return None  # the driver's own process: torch's default
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     return max(1, cores // config.workers)
@@ -190,10 +201,12 @@ def _backend(config: BatchConfig, spec: BatchSpec, items: int):
         from sam2kit.batch.ray_backend import RayBackend
 
         return RayBackend(spec, config.ray, workers, spec.threads or 1, config.gpus_per_worker,
-                          config.items_per_task)
+                          config.items_per_task, item_timeout=config.item_timeout)
     from sam2kit.batch.pool import InProcessBackend, ProcessBackend
 
-    return InProcessBackend(spec) if workers == 1 else ProcessBackend(spec, workers)
+    if workers == 1 and config.item_timeout is None:
+        return InProcessBackend(spec)
+    return ProcessBackend(spec, workers, config.item_timeout)
 
 
 def plan(ledger: Ledger, output, config: BatchConfig, settings: dict, items: list[Item]):
@@ -222,18 +235,21 @@ def plan(ledger: Ledger, output, config: BatchConfig, settings: dict, items: lis
 
 
 def schedule(ledger: Ledger, backend, todo: list[WorkItem], retries: int, console, tally: Tally,
-             each_round=None) -> Tally:
+             each_round=None, discard=None) -> Tally:
     """Give items to the backend while it has free slots; record each start, success and
     failure in the ledger; retry a failed item up to ``retries`` times at the end of the
     queue. One transaction a round: the results that came in and the items given out next.
     Items out when this stops (an interrupt) are left ``running`` in the ledger: the next run
-    redoes them. ``each_round()``: called after every round (the ledger's copy)."""
+    redoes them. ``each_round()``: called after every round (the ledger's copy); ``discard(id)``:
+    removes what a failed attempt left in the staging area (a worker killed mid-item cannot)."""
     queue, out, finished = deque(todo), {}, []
     with console.progress(total=len(todo), desc="items", unit="item") as bar:
         while queue or out or finished:
             given = []
             with ledger.transaction():
                 for work, result in finished:
+                    if not result.ok and discard is not None:
+                        discard(work.id)
                     _record(ledger, work, result, retries, queue, tally)
                 while queue and len(out) + len(given) < backend.slots:
                     given.append(queue.popleft())

@@ -83,10 +83,15 @@ class _Output:
         return self.state.parent / LEDGER if not self.remote else self.state / LEDGER
 
     @contextlib.contextmanager
-    def lock(self):
-        """One driver at a time on this output (an flock on the state folder's lock file;
-        the kernel releases it when the driver dies, even by SIGKILL)."""
+    def lock(self, host: str | None = None):
+        """One driver at a time on this output: an flock on the state folder's lock file (exact
+        on one machine; the kernel releases it when the driver dies, even by SIGKILL), and a
+        lease file with a heartbeat for drivers on other hosts of a shared file system
+        (``lease.py``); yields the lease (``check()`` it between rounds). ``host``: the lease's
+        host name (tests play a second machine with it)."""
         import fcntl
+
+        from sam2kit.batch.lease import Lease
 
         self.state.mkdir(parents=True, exist_ok=True)
         with open(self.state / "lock", "a+") as f:
@@ -100,10 +105,24 @@ class _Output:
             f.truncate()
             f.write(str(os.getpid()))
             f.flush()
-            yield
+            lease = Lease(self.state, self.url, host)
+            lease.acquire()
+            try:
+                yield lease
+            finally:
+                lease.release()
 
     def discard(self, staged: str) -> None:
         shutil.rmtree(staged, ignore_errors=True)
+
+    def discard_staged(self, item_id: int) -> None:
+        """Remove the staging folders of item ``item_id`` (after a failed attempt: a worker
+        that was killed mid-item left its folder behind). Remote outputs stage on the worker's
+        own disk, out of the driver's reach: nothing to do."""
+        if self.remote:
+            return
+        for d in (self.state / "partial").glob(f"{item_id}-*"):
+            shutil.rmtree(d, ignore_errors=True)
 
 
 class LocalOutput(_Output):

@@ -77,6 +77,18 @@ def _count(minimum: int):
     return parse
 
 
+def _seconds(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
 def add_parser(sub) -> argparse.ArgumentParser:
     p = sub.add_parser("batch", help="many images or videos: resumable, local processes or Ray",
                        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -106,6 +118,10 @@ def add_parser(sub) -> argparse.ArgumentParser:
                         "millisecond of CPU a task, cannot keep up with a large cluster)")
     r.add_argument("--retries", type=_count(0), default=1, metavar="N",
                    help="further attempts of a failing item (default 1)")
+    r.add_argument("--item-timeout", type=_seconds, metavar="S",
+                   help="seconds an item may take: past it its worker process (or Ray actor) is "
+                        "killed and replaced and the item fails as timed out, then is retried per "
+                        "--retries (default: no limit; set, items never run in the driver's process)")
     r.add_argument("--verify", action="store_true",
                    help="object-store OUT: check every done item's results.json before skipping it "
                         "(always done for local folders)")
@@ -194,7 +210,7 @@ def command(args, console: Console) -> tuple[dict, str]:
             items = check_unique(items + read_manifest(args.manifest, args.task))
         config = BatchConfig(args.task, args.output, model, job, args.workers, args.threads_per_worker,
                              args.ray, args.gpus_per_worker, args.items_per_task, args.retries,
-                             args.overwrite, args.verify, args.state_dir)
+                             args.overwrite, args.verify, args.state_dir, args.item_timeout)
         report = run_batch(config, items, console)
     except KeyboardInterrupt:
         raise KeyboardInterrupt(f"interrupted; finished items are kept in {args.output}: rerun the "

@@ -24,7 +24,9 @@ _TYPES = {int: int, float: float, str: str, bool: bool}
 _METAVARS = {"host": "HOST", "port": "PORT", "token": "TOKEN", "max_upload_mb": "MB", "session_ttl": "SECONDS",
              "spill_limit_gb": "GB", "label_studio_url": "URL", "label_studio_api_key": "KEY",
              "label_studio_preannotate": "MODE", "fetch_max_mb": "MB", "fetch_timeout": "SECONDS",
-             "cvat_tracker_ttl": "SECONDS", "polygon_tolerance": "PIXELS"}
+             "cvat_tracker_ttl": "SECONDS", "polygon_tolerance": "PIXELS",
+             "header_timeout": "SECONDS", "keep_alive_timeout": "SECONDS",
+             "stream_send_timeout": "SECONDS", "cors_origins": "ORIGINS"}
 
 
 def add_parser(sub) -> argparse.ArgumentParser:
@@ -64,9 +66,17 @@ def command(args, console: Console) -> tuple[dict, str]:
     from sam2kit.server import Service, create_app
 
     service = Service(model, settings, info["model_config"])
+    if service.removed_stale:
+        console.note(f"removed {len(service.removed_stale)} work folder(s) left by sam2kit serve processes "
+                     f"that were killed: {', '.join(p.name for p in service.removed_stale)}")
     app = create_app(service)
+    from sam2kit.server.protocol import with_header_timeout
+
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
-                            access_log=not args.quiet, timeout_graceful_shutdown=5, lifespan="on")
+                            access_log=not args.quiet, timeout_graceful_shutdown=5, lifespan="on",
+                            http=with_header_timeout(settings.header_timeout),
+                            timeout_keep_alive=settings.keep_alive_timeout,
+                            limit_concurrency=settings.max_connections)
     server = _Server(config, console, settings)
     try:
         asyncio.run(server.serve())

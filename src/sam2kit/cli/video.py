@@ -26,8 +26,9 @@ tracked (files numbered by frame index):
   overlay.mp4               the overlays as an H.264 video at the input's frame rate
   results.json              per frame and object: mask area, bounding box, object score;
                             totals, timings and frames per second
-Files are written as frames are done, into DIR.partial-XXXX beside DIR, which becomes DIR when
-the run completes (a failed run leaves nothing). Without --point or --box, object 1 is
+Files are written as frames are done, into DIR.partial-PID-XXXX beside DIR, which becomes DIR
+when the run completes (a failed run leaves nothing; the partial folder of a run that was killed
+is removed by the next run for DIR). Without --point or --box, object 1 is
 prompted with a 3x3 grid of foreground points spanning the central tenth of the start frame.
 
 Live sources (a camera, a network stream, - for standard input, a folder with --follow) are

@@ -72,10 +72,15 @@ def check_output_dir(out: Path, overwrite: bool) -> None:
 
 
 class StagedOutput:
-    """Outputs are written into a fresh folder beside ``final`` (``DIR.partial-XXXX``) and moved
-    into ``final`` only once complete; on any failure the partial folder is removed, so a failed
-    run leaves nothing behind. Moving in replaces same-named entries of an earlier run (folders
-    as a whole); ``stale`` (a regex) names further files of earlier runs to remove."""
+    """Outputs are written into a fresh folder beside ``final`` (``DIR.partial-PID-XXXX``) and
+    moved into ``final`` only once complete; on any failure the partial folder is removed, so a
+    failed run leaves nothing behind. Moving in replaces same-named entries of an earlier run
+    (folders as a whole); ``stale`` (a regex) names further files of earlier runs to remove.
+
+    A run killed outright (SIGKILL, a crash, power) cannot remove its partial folder: the folder
+    holds its owner's lock (``video.spill.claim``) while the run lives, and the next run for the
+    same ``final`` removes the partial folders whose lock is free (their owner is dead); those of
+    a run still going are left alone."""
 
     def __init__(self, final: Path, overwrite: bool, stale: str | None = None):
         self.final = Path(os.path.abspath(final.expanduser()))
@@ -84,15 +89,20 @@ class StagedOutput:
         self._made: list[Path] = []  # parent folders this run created
 
     def __enter__(self) -> Path:
+        from sam2kit.video.spill import claim, remove_stale_spill_folders
+
         check_output_dir(self.final, self.overwrite)
         missing = [p for p in [self.final.parent, *self.final.parent.parents] if not p.exists()]
         try:
             for p in reversed(missing):
                 p.mkdir()
                 self._made.append(p)
-            self.path = Path(tempfile.mkdtemp(prefix=f"{self.final.name}.partial-",
+            self.removed_stale = remove_stale_spill_folders(self.final.parent, f"{self.final.name}.partial-",
+                                                            unlocked_grace_s=None)
+            self.path = Path(tempfile.mkdtemp(prefix=f"{self.final.name}.partial-{os.getpid()}-",
                                               dir=self.final.parent))
             os.chmod(self.path, 0o777 & ~_umask())
+            self._owner = claim(self.path)
         except OSError as e:
             self._remove_made()
             raise InputError(f"cannot create output folder {str(self.final)!r}: {e.strerror or e}; "
@@ -110,10 +120,19 @@ class StagedOutput:
                                f"{e.strerror or e}") from None
         self._abort()
 
+    def _unclaim(self) -> None:
+        if getattr(self, "_owner", None) is not None:
+            from sam2kit.video.spill import LOCK_NAME
+
+            (self.path / LOCK_NAME).unlink(missing_ok=True)  # (not an output: never moved in)
+            os.close(self._owner)
+            self._owner = None
+
     def _commit(self) -> None:
         """Swap the outputs in: the earlier run's entries that this run replaces move aside,
         the new ones move in (renames, no copying); if any step fails, every step is undone,
         so ``final`` holds either the earlier outputs or the new ones, never a mix."""
+        self._unclaim()
         if not self.final.exists():
             os.rename(self.path, self.final)
             return
@@ -143,6 +162,7 @@ class StagedOutput:
 
     def _abort(self) -> None:
         if self.path is not None:
+            self._unclaim()
             shutil.rmtree(self.path, ignore_errors=True)
         self._remove_made()
 

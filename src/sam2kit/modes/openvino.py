@@ -56,6 +56,27 @@ def cache_dir() -> Path:
     return cache_home() / "openvino"
 
 
+class _Writable:
+    def __init__(self, ok: bool, reason: str = ""):
+        self.ok, self.reason = ok, reason
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+def _writable(root: Path) -> _Writable:
+    """Whether files can be made in ``root`` (made if missing): tried, not guessed from
+    permissions (root ignores them; a read-only mount does not show in them)."""
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".probe-", dir=root)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        return _Writable(False, e.strerror or str(e))
+    return _Writable(True)
+
+
 class _EncoderGraph(nn.Module):
     """What is exported: normalised images [1, 3, S, S] -> (vision features, the two
     high-resolution features), as ``SAM2Model.encode_image`` computes them."""
@@ -134,9 +155,17 @@ class OpenVINOEncoder:
         self.size = model.image_size
         self.precision = precision
         root = cache_dir()
+        writable = _writable(root)
+        if not writable and not (root / graph_key(model) / "encoder.xml").is_file():
+            from sam2kit.errors import InputError
+
+            raise InputError(f"the OpenVINO cache folder {str(root)!r} cannot be written ({writable.reason}); "
+                             "set SAM2KIT_OPENVINO_CACHE (or XDG_CACHE_HOME) to a writable folder, or "
+                             "use --backend torch")
         self.ir = export_ir(model, root / graph_key(model))
         core = ov.Core()
-        core.set_property({"CACHE_DIR": str(root / "compiled")})
+        if writable:  # (a read-only cache with the model in it: used, compiled anew each time)
+            core.set_property({"CACHE_DIR": str(root / "compiled")})
         self.compiled = core.compile_model(str(self.ir), "CPU", {
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
             "INFERENCE_NUM_THREADS": int(threads or torch.get_num_threads()),

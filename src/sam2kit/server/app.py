@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from sam2kit import __version__
 from sam2kit.server.executor import Busy as QueueFull
 from sam2kit.server.media import BadInput, BodyLimit, list_media
-from sam2kit.server.schemas import Health
+from sam2kit.server.schemas import Health, error_responses
 from sam2kit.server.settings import ServeSettings
 from sam2kit.server.store import Busy as NoSession
 from sam2kit.server.store import Gone
@@ -46,7 +46,8 @@ def create_app(service) -> FastAPI:
             reaper.cancel()
             await asyncio.to_thread(service.shutdown)
 
-    app = FastAPI(title="sam2kit", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="sam2kit", version=__version__, description=DESCRIPTION, lifespan=lifespan,
+                  responses=error_responses())
     app.state.service = service
     from sam2kit.server.cvat import router as cvat
     from sam2kit.server.images_api import router as images
@@ -86,9 +87,14 @@ def create_app(service) -> FastAPI:
 
     static = page()
     if static is not None:
-        app.mount("/", static, name="page")
+        app.mount("/", _api_guard(app, static), name="page")
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + 64 * 1024,  # (multipart framing)
                        shown=settings.max_upload_bytes)
+    if settings.cors_list:  # closed unless asked: a page elsewhere may not call this API
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_list, allow_methods=["*"],
+                           allow_headers=["authorization", "content-type"], max_age=600)
     return app
 
 
@@ -116,6 +122,43 @@ async def _expire(service) -> None:
             await service.videos.expire_idle()
         except Exception:  # noqa: BLE001 - keep expiring whatever one session did
             log.exception("closing idle sessions failed")
+
+
+def _api_guard(app: FastAPI, static):
+    """The page's files, but never for a path under /api: those the routes did not take get
+    405 (with Allow) when a route serves the path with another method, else 404, as JSON."""
+    async def guarded(scope, receive, send):
+        path = scope.get("path", "")
+        if scope["type"] == "http" and (path == "/api" or path.startswith("/api/")):
+            request = Request(scope, receive)
+            allowed = _allowed(request)
+            if allowed:
+                response = _error(405, f"{request.method} is not allowed on {path} (see /docs)",
+                                  {"Allow": ", ".join(allowed)})
+            else:
+                response = _error(404, f"no such endpoint: {request.method} {path} (see /docs)")
+            return await response(scope, receive, send)
+        return await static(scope, receive, send)
+
+    return guarded
+
+
+def _allowed(request: Request) -> list[str]:
+    """The methods some route serves on the request's path (Starlette names only the first's)."""
+    from starlette.routing import Match
+
+    methods: set[str] = set()
+
+    def walk(routes) -> None:
+        for route in routes:
+            inner = getattr(route, "original_router", None)  # (FastAPI's included routers)
+            if inner is not None:
+                walk(inner.routes)
+            elif getattr(route, "methods", None) and route.matches(request.scope)[0] != Match.NONE:
+                methods.update(route.methods)
+
+    walk(request.app.routes)
+    return sorted(methods)
 
 
 def _error(status: int, message: str, headers: dict | None = None) -> JSONResponse:
@@ -155,8 +198,9 @@ def _errors(app: FastAPI) -> None:
     async def http_error(request, e: StarletteHTTPException):
         if e.status_code == 404:
             return _error(404, f"no such endpoint: {request.method} {request.url.path} (see /docs)")
-        if e.status_code == 405:
-            return _error(405, f"{request.method} is not allowed on {request.url.path} (see /docs)")
+        if e.status_code == 405:  # with the Allow header (RFC 9110): every route on this path's
+            return _error(405, f"{request.method} is not allowed on {request.url.path} (see /docs)",
+                          {"Allow": ", ".join(_allowed(request))})
         return _error(e.status_code, str(e.detail))
 
     @app.exception_handler(ValueError)

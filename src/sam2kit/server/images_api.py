@@ -6,7 +6,8 @@ from fastapi import APIRouter, Query, Request, Response
 from starlette.requests import ClientDisconnect
 
 from sam2kit.server.media import BadInput, file_digest, save_upload, under_root
-from sam2kit.server.schemas import AutomaticRequest, ImageInfo, OpenRequest, PredictRequest, PredictResponse
+from sam2kit.server.schemas import (AutomaticRequest, ImageInfo, OpenRequest, PredictRequest, PredictResponse,
+                                    open_body)
 from sam2kit.server.web import sample_path
 
 router = APIRouter(prefix="/api/images", tags=["images"])
@@ -48,7 +49,7 @@ def _first_error(e) -> str:
     return str(e)
 
 
-@router.post("", status_code=201, response_model=ImageInfo,
+@router.post("", status_code=201, response_model=ImageInfo, openapi_extra=open_body("picture"),
              summary="Open a picture (multipart field 'file', or JSON {path} under the media root)")
 async def open_image(request: Request, response: Response):
     service = request.app.state.service

@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, field_validator,
+                      model_validator)
 
-Point = tuple[float, float]
+Point = tuple[StrictFloat, StrictFloat]
 
 
 def _finite(values, what: str):
@@ -23,11 +24,15 @@ def _finite(values, what: str):
 
 
 class Strict(BaseModel):
+    """A request body: unknown fields refused; booleans are StrictBool (0, 1 or "yes" are not
+    booleans), numbers StrictInt and StrictFloat (false is not 0, "5" is not 5): Schemathesis found
+    them accepted in lax mode."""
+
     model_config = ConfigDict(extra="forbid")
 
 
 class RLE(Strict):
-    size: tuple[int, int] = Field(description="[height, width]")
+    size: tuple[StrictInt, StrictInt] = Field(description="[height, width]")
     counts: str = Field(description="COCO compressed RLE string (column-major)")
 
 
@@ -46,6 +51,29 @@ class Health(BaseModel):
 
 class Error(BaseModel):
     error: str = Field(description="what is wrong, and how to fix it")
+
+
+ERROR_STATUSES = {400: "bad request (the message says what to fix)",
+                  401: "a token is needed (--token)", 404: "no such session, picture, frame or file",
+                  405: "method not allowed (the Allow header lists those that are)",
+                  409: "the session is busy tracking, or not ready for this",
+                  413: "too large (--max-upload-mb, --max-pixels)", 415: "not a picture or video this server reads",
+                  422: "the request is well formed but cannot be used (e.g. a point outside the picture)",
+                  503: "busy (full queue): retry after Retry-After seconds",
+                  507: "the disk budget for results is spent (--spill-limit-gb)"}
+
+
+def error_responses() -> dict:
+    """Every error a route may answer, documented for the OpenAPI schema: ``{"error": str}``."""
+    return {status: {"model": Error, "description": text} for status, text in ERROR_STATUSES.items()}
+
+
+def open_body(what: str) -> dict:
+    """The OpenAPI ``requestBody`` of the routes that open a file (read by hand: either form)."""
+    return {"requestBody": {"required": True, "content": {
+        "multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+            "file": {"type": "string", "format": "binary", "description": f"the {what}"}}}},
+        "application/json": {"schema": OpenRequest.model_json_schema()}}}}
 
 
 class OpenRequest(Strict):
@@ -71,7 +99,8 @@ class Clicks(Strict):
     """Points with their labels and/or a box, in pixels of the picture or frame."""
     points: list[Point] = Field(default_factory=list, description="clicks, [[x, y], ...] in pixels")
     labels: list[Literal[0, 1]] = Field(default_factory=list, description="1 foreground, 0 background")
-    box: tuple[float, float, float, float] | None = Field(None, description="[x0, y0, x1, y1] in pixels")
+    box: tuple[StrictFloat, StrictFloat, StrictFloat, StrictFloat] | None = Field(
+        None, description="[x0, y0, x1, y1] in pixels")
 
     @field_validator("points")
     @classmethod
@@ -94,7 +123,7 @@ class Clicks(Strict):
 
 class PredictRequest(Clicks):
     mask_input: str | None = Field(None, description="a logits_id from an earlier response on this image")
-    multimask: bool = Field(True, description="three candidates (true) or one")
+    multimask: StrictBool = Field(True, description="three candidates (true) or one")
 
     @model_validator(mode="after")
     def _pairs(self):
@@ -117,14 +146,14 @@ class PredictResponse(BaseModel):
 
 
 class AutomaticRequest(Strict):
-    points_per_side: int = Field(32, ge=1, le=64)
-    points_per_batch: int = Field(64, ge=1, le=256)
-    pred_iou_thresh: float = Field(0.8, ge=0, le=1)
-    stability_score_thresh: float = Field(0.95, ge=0, le=1)
-    box_nms_thresh: float = Field(0.7, ge=0, le=1)
-    crop_n_layers: int = Field(0, ge=0, le=2)
-    min_mask_region_area: int = Field(0, ge=0, le=10_000)
-    use_m2m: bool = False
+    points_per_side: StrictInt = Field(32, ge=1, le=64)
+    points_per_batch: StrictInt = Field(64, ge=1, le=256)
+    pred_iou_thresh: StrictFloat = Field(0.8, ge=0, le=1)
+    stability_score_thresh: StrictFloat = Field(0.95, ge=0, le=1)
+    box_nms_thresh: StrictFloat = Field(0.7, ge=0, le=1)
+    crop_n_layers: StrictInt = Field(0, ge=0, le=2)
+    min_mask_region_area: StrictInt = Field(0, ge=0, le=10_000)
+    use_m2m: StrictBool = False
 
 
 class VideoInfo(BaseModel):
@@ -142,10 +171,10 @@ class VideoState(VideoInfo):
 
 
 class PromptRequest(Clicks):
-    frame: int = Field(ge=0)
-    object: int = Field(ge=0, le=2**31 - 1)
+    frame: StrictInt = Field(ge=0)
+    object: StrictInt = Field(ge=0, le=2**31 - 1)
     mask: RLE | None = Field(None, description="a mask prompt instead of points/box (the frame's size)")
-    clear_old: bool = Field(True, description="replace this object's earlier points on this frame")
+    clear_old: StrictBool = Field(True, description="replace this object's earlier points on this frame")
 
     @model_validator(mode="after")
     def _kinds(self):
@@ -167,10 +196,10 @@ class FrameResult(BaseModel):
 
 
 class PropagateRequest(Strict):
-    start_frame: int | None = Field(None, ge=0, description="default: the first prompted frame "
+    start_frame: StrictInt | None = Field(None, ge=0, description="default: the first prompted frame "
                                                             "(the last with reverse)")
-    reverse: bool = False
-    max_frames: int | None = Field(None, ge=1, description="frames to track, the start included")
+    reverse: StrictBool = False
+    max_frames: StrictInt | None = Field(None, ge=1, description="frames to track, the start included")
 
 
 class Done(BaseModel):

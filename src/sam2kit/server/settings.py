@@ -40,6 +40,16 @@ class ServeSettings:
     cvat_trackers: int = _setting(16, "shapes CVAT may track at once through /cvat/tracker (each a stream "
                                       "session in flat memory); the least recently used is dropped")
     cvat_tracker_ttl: float = _setting(600.0, "seconds a CVAT track may wait for its next frame before it is dropped")
+    header_timeout: float = _setting(10.0, "seconds a client may take to send a request's headers; a "
+                                           "slower one is disconnected")
+    keep_alive_timeout: float = _setting(5.0, "seconds an idle keep-alive connection is kept open")
+    stream_send_timeout: float = _setting(
+        30.0, "seconds a streamed answer (tracking) may wait for a client that does not read it; past it "
+              "the stream is ended and the tracking stops")
+    max_connections: int = _setting(256, "connections served at once; beyond it new requests get 503")
+    cors_origins: str | None = _setting(
+        None, "comma-separated origins (e.g. https://app.example) whose pages may call this API from a "
+              "browser (CORS); none: only the server's own page")
     work_dir: Path | None = _setting(None, "where uploads and exports live while used (default: a "
                                            "fresh folder in the temporary folder, removed at exit)")
 
@@ -65,6 +75,11 @@ class ServeSettings:
         return int(self.max_upload_mb * 1e6)
 
     @property
+    def cors_list(self) -> list[str]:
+        """The CORS origins, one string each (empty: CORS closed)."""
+        return [o.strip().rstrip("/") for o in (self.cors_origins or "").split(",") if o.strip()]
+
+    @property
     def spill_limit_bytes(self) -> int:
         return int(self.spill_limit_gb * 1e9)
 
@@ -72,7 +87,8 @@ class ServeSettings:
         """ValueError for a value no server can run with."""
         for name in ("max_upload_mb", "max_pixels", "max_sessions", "session_ttl", "max_images",
                      "spill_limit_gb", "workers", "cvat_trackers", "cvat_tracker_ttl", "fetch_max_mb",
-                     "fetch_timeout", "label_studio_max_frames", "label_studio_points_per_side"):
+                     "fetch_timeout", "label_studio_max_frames", "label_studio_points_per_side",
+                     "header_timeout", "keep_alive_timeout", "stream_send_timeout", "max_connections"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
         if self.polygon_tolerance < 0:
@@ -87,6 +103,10 @@ class ServeSettings:
         if self.media_root is not None and not Path(self.media_root).is_dir():
             raise ValueError(f"media root {str(self.media_root)!r} is not a folder; give an existing "
                              "folder with --media-root")
+        for origin in self.cors_list:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ValueError(f"CORS origin {origin!r} is not an origin; give scheme, host and port, "
+                                 "e.g. --cors-origins https://app.example:8443")
         if not is_loopback(self.host) and not self.token and not self.insecure:
             raise ValueError(f"binding {self.host} exposes the model to the network without a token; "
                              "give --token TOKEN (clients then send `Authorization: Bearer TOKEN`), "

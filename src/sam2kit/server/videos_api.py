@@ -10,6 +10,8 @@ from fastapi.responses import FileResponse, StreamingResponse
 from starlette.background import BackgroundTask
 
 from sam2kit.server.images_api import received_file
+from sam2kit.server.streaming import TimedStreamingResponse
+from sam2kit.server.schemas import open_body
 from sam2kit.server.schemas import FrameResult, PromptRequest, PropagateRequest, VideoInfo, VideoState
 
 router = APIRouter(prefix="/api/videos", tags=["videos"])
@@ -21,7 +23,7 @@ def _info(entry) -> dict:
             "height": s.video_height, "fps": entry.fps}
 
 
-@router.post("", status_code=201, response_model=VideoInfo,
+@router.post("", status_code=201, response_model=VideoInfo, openapi_extra=open_body("video"),
              summary="Open a video (multipart field 'file', or JSON {path}: a file or frame folder "
                      "under the media root)")
 async def open_video(request: Request, response: Response):
@@ -67,11 +69,15 @@ async def propagate(session_id: str, req: PropagateRequest, request: Request):
     stream = request.app.state.service.videos.start_propagation(session_id, req)
 
     async def lines():
-        async for item in stream:
-            yield (json.dumps(item, separators=(",", ":")) + "\n").encode()
+        try:
+            async for item in stream:
+                yield (json.dumps(item, separators=(",", ":")) + "\n").encode()
+        finally:  # a client gone or too slow: the tracking stops here (``stream``'s finally)
+            await stream.aclose()
 
-    return StreamingResponse(lines(), media_type="application/x-ndjson",
-                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return TimedStreamingResponse(lines(), media_type="application/x-ndjson",
+                                  headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+                                  send_timeout=request.app.state.service.settings.stream_send_timeout)
 
 
 @router.delete("/{session_id}/propagation", summary="Cancel the tracking in progress")

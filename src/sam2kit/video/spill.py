@@ -69,22 +69,32 @@ def _lock(path: Path, blocking: bool = False):
     return fd
 
 
-def remove_stale_spill_folders(parent: str | Path | None = None) -> list[Path]:
-    """Remove the spill folders in ``parent`` (default: the temporary folder) whose owner is
-    gone. Returns the folders removed. A no-op where file locks are not available."""
+def claim(folder: Path) -> int | None:
+    """Mark ``folder`` as this process's for as long as it lives (an flock on a file in it,
+    dropped by the kernel however the process dies); returns the descriptor to keep open, or
+    None where file locks are not available."""
+    return _lock(Path(folder) / LOCK_NAME) if fcntl is not None else None
+
+
+def remove_stale_spill_folders(parent: str | Path | None = None, prefix: str = PREFIX,
+                               unlocked_grace_s: float | None = UNLOCKED_GRACE_S) -> list[Path]:
+    """Remove the folders named ``prefix*`` in ``parent`` (default: the temporary folder; the
+    default prefix: spill folders) whose owner is gone: their lock (``claim``) can be taken.
+    A folder without a lock file is removed once older than ``unlocked_grace_s`` (None: never).
+    Returns the folders removed. A no-op where file locks are not available."""
     if fcntl is None:
         return []
     parent = Path(parent or tempfile.gettempdir())
     removed = []
     try:
-        candidates = [p for p in parent.iterdir() if p.name.startswith(PREFIX) and p.is_dir()]
+        candidates = [p for p in parent.iterdir() if p.name.startswith(prefix) and p.is_dir()]
     except OSError:
         return []
     for folder in candidates:
         lock = folder / LOCK_NAME
         try:
             if not lock.exists():
-                if time.time() - folder.stat().st_mtime < UNLOCKED_GRACE_S:
+                if unlocked_grace_s is None or time.time() - folder.stat().st_mtime < unlocked_grace_s:
                     continue
                 shutil.rmtree(folder, ignore_errors=True)
                 removed.append(folder)
