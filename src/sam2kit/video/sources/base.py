@@ -12,7 +12,10 @@ import numpy as np
 
 from sam2kit.video.io import frame_size
 
-DEFAULT_TIMEOUT_S = 10.0
+DEFAULT_TIMEOUT_S = 10.0  # a source silent this long has stalled (and the time to connect)
+DEFAULT_OPEN_TIMEOUT_S = 10.0  # to connect to a network stream and read its first frame
+DEFAULT_RECONNECT_DELAY_S = 1.0  # the wait before the first attempt to reopen; doubled after each failure
+RECONNECT_MAX_DELAY_S = 30.0  # ... up to this
 
 
 class IndexRanges:
@@ -75,8 +78,9 @@ class LiveSource:
     """Frames of a live source. ``name`` (for messages), ``kind`` (camera, network, pipe,
     file, folder, frames), ``live`` (a camera or network stream: frames come at the sender's
     pace whether read or not, so a real-time feed is the default), ``fps`` (None if unknown),
-    ``width``/``height`` (of the first frame), ``reconnects`` (how many times it reopened).
-    Iterate once; ``close()`` (or ``with``) releases it."""
+    ``width``/``height`` (of the first frame), ``reconnects`` (how many times it reopened),
+    ``health`` (a :class:`~sam2kit.video.sources.health.SourceHealth`: damaged, resized and
+    lost frames). Iterate once; ``close()`` (or ``with``) releases it."""
 
     kind = "frames"
     live = False
@@ -84,8 +88,11 @@ class LiveSource:
     reconnects = 0
 
     def __init__(self, name: str):
+        from sam2kit.video.sources.health import SourceHealth  # (it builds on IndexRanges, defined here)
+
         self.name = name
         self.width = self.height = None
+        self.health = SourceHealth()
         self._closed = False
 
     def __iter__(self):
@@ -94,6 +101,18 @@ class LiveSource:
     def close(self) -> None:
         self._closed = True
 
+    def stall_limit(self, timeout: float | None) -> float | None:
+        """How long a reader of this source should wait for a frame before calling it stalled,
+        given the caller's ``timeout``: a source that times out (and reopens) itself gets the
+        time it may take for that, a folder None (it ends on its own idle timeout)."""
+        if self.kind == "folder":
+            return None
+        longest = getattr(self, "longest_silence", None)
+        if longest is not None and timeout is not None and getattr(self, "reconnect", 0):
+            limit = longest()
+            return None if limit is None else max(timeout, limit + 1.0)
+        return timeout
+
     def __enter__(self):
         return self
 
@@ -101,10 +120,12 @@ class LiveSource:
         self.close()
 
     def _fit(self, arr: np.ndarray) -> np.ndarray:
-        """Frames keep the first frame's size (a camera that changes mode, a new stream)."""
+        """Frames keep the first frame's size (a camera that changes mode, a new stream): a
+        frame of another size is scaled to it and counted (``health.resized_frames``)."""
         if self.width is None:
             self.height, self.width = arr.shape[:2]
         elif arr.shape[:2] != (self.height, self.width):
+            self.health.resized(arr.shape[1], arr.shape[0])
             from PIL import Image
             arr = np.asarray(Image.fromarray(arr).resize((self.width, self.height), Image.BILINEAR))
         return arr
