@@ -7,7 +7,8 @@ the first frame, so ``width``, ``height`` and a bad source are known at once. So
 * a camera: ``/dev/video0`` (Linux, v4l2) or ``camera=N`` (``/dev/videoN`` on Linux,
   AVFoundation device N on macOS, DirectShow ``video=NAME`` on Windows);
 * a network stream FFmpeg opens: ``rtsp://`` (over TCP), ``rtmp://``, ``http(s)://``,
-  ``udp://``, ``tcp://``, ``srt://``; ``open_timeout`` bounds the connection, ``timeout``
+  ``udp://``, ``tcp://``, ``srt://`` (through the system's ``ffmpeg`` where PyAV's FFmpeg
+  lacks SRT, as its wheels do); ``open_timeout`` bounds the connection, ``timeout``
   every read, and ``reconnect=N`` reopens a stream that broke, stalled or ended, up to N
   attempts in a row with waits that double from ``reconnect_delay``;
 * ``"-"``: standard input (any container FFmpeg reads from a pipe: MPEG-TS, Matroska, ...),
@@ -39,6 +40,7 @@ from sam2kit.video.sources.base import (DEFAULT_OPEN_TIMEOUT_S, DEFAULT_RECONNEC
                                         IndexRanges, IterSource, LiveSource, check_frame)
 from sam2kit.video.sources.feed import FrameFeed
 from sam2kit.video.sources.folder import IMAGE_EXTENSIONS, FolderSource
+from sam2kit.video.sources.relay import RelaySource, relay_ffmpeg
 
 __all__ = ["open_stream", "classify", "camera_target", "LiveSource", "IterSource", "AVSource", "FolderSource",
            "FrameFeed", "IndexRanges", "StreamError", "check_frame", "NETWORK_SCHEMES", "DEFAULT_TIMEOUT_S",
@@ -98,6 +100,10 @@ def open_stream(source=None, *, camera=None, timeout: float | None = DEFAULT_TIM
         url = str(source)
         if url.lower().startswith("rtsp"):
             opts.setdefault("rtsp_transport", "tcp")
+        ffmpeg = relay_ffmpeg(url)  # srt:// is not in PyAV's FFmpeg: through the system's ffmpeg
+        if ffmpeg is not None:
+            return RelaySource(url, ffmpeg, options=opts, timeout=timeout, reconnect=reconnect,
+                               open_timeout=open_timeout, reconnect_delay=reconnect_delay)
         return AVSource(url, "network", url, options=opts, timeout=timeout, reconnect=reconnect,
                         open_timeout=open_timeout, reconnect_delay=reconnect_delay)
     if kind == "camera":

@@ -46,12 +46,14 @@ class FolderSource(LiveSource):
     listed every ``poll`` seconds (every name read each time: for folders on network file
     systems, which send no notifications). ``"auto"``: notify, or poll where watchdog is not
     installed or the OS refuses a watch (``follow_note`` says why). ``follow_mode`` is the one
-    used. ``listings`` counts the folder's listings, for a check that the cost stays flat."""
+    used. ``listings`` counts the folder's listings, for a check that the cost stays flat.
+    ``start_after``: a frame number; frames numbered at or below it were taken before (a run
+    resumed on a folder that keeps its old frames): they are passed over, not counted late."""
 
     kind = "folder"
 
     def __init__(self, folder: Path, idle_timeout: float = DEFAULT_TIMEOUT_S, poll: float = 0.05,
-                 settle: float = 0.2, follow: str = "auto"):
+                 settle: float = 0.2, follow: str = "auto", start_after: int | None = None):
         super().__init__(str(folder))
         if not folder.is_dir():
             raise ValueError(f"{folder} is not a folder; --follow watches a folder being filled with "
@@ -59,7 +61,8 @@ class FolderSource(LiveSource):
         if follow not in FOLLOW_MODES:
             raise ValueError(f"follow must be one of {', '.join(FOLLOW_MODES)}, got {follow!r}")
         self.folder, self.idle_timeout, self.poll, self.settle = folder, idle_timeout, poll, settle
-        self._last_number = None
+        self._last_number = start_after
+        self._primed = start_after is None  # (poll) whether a listing has named the frames passed over
         self._seen: dict[str, tuple] = {}  # name -> (size, mtime, first time seen so)
         self._listed: set[str] = set()  # (poll) names at or below _last_number in the last listing
         self.late = IndexRanges()
@@ -125,10 +128,11 @@ class FolderSource(LiveSource):
                 heapq.heappush(self._pending, item)  # (the first ones in order, at a cost of log n each)
             files = [(n, self.folder / name) for n, name in head]
         else:
-            files = sorted((n, self.folder / name) for name in self._list() if (n := _frame_number(name)) is not None)
+            numbered = [(n, name) for name in self._list() if (n := _frame_number(name)) is not None]
             if self._last_number is not None:
-                self._note_late([(n, p) for n, p in files if n <= self._last_number])
-                files = [(n, p) for n, p in files if n > self._last_number]
+                self._note_late([(n, name) for n, name in numbered if n <= self._last_number])
+                numbered = [(n, name) for n, name in numbered if n > self._last_number]
+            files = [(n, self.folder / name) for n, name in sorted(numbered)]
         now, ready = time.monotonic(), []
         self._seen = {p.name: self._seen[p.name] for _, p in files[:2] if p.name in self._seen}
         for k, (n, p) in enumerate(files):
@@ -166,14 +170,15 @@ class FolderSource(LiveSource):
         else:
             self._listed.add(p.name)
 
-    def _note_late(self, below: list[tuple[int, Path]]) -> None:
+    def _note_late(self, below: list[tuple[int, str]]) -> None:
         """(poll) Frames at or below the last one taken that are neither taken nor late in an
         earlier listing have just appeared: late. (What this holds is the names of the
         folder's frames already passed, as the listing itself holds every name.)"""
-        for n, p in below:
-            if p.name not in self._listed:
+        for n, name in below:
+            if name not in self._listed and self._primed:
                 self.late.append(n)
-        self._listed = {p.name for _, p in below}
+        self._primed = True
+        self._listed = {name for _, name in below}
 
     def _frames(self):
         from PIL import Image
