@@ -106,7 +106,7 @@ def test_tracks_from_each_protocol(proto, ckpt, clips, tmp_path, capsys):  # noq
     (ffmpeg sending, sam2kit listening), HTTP and HTTPS MJPEG: a live run tracks 3 frames."""
     out = tmp_path / "out"
     with server(proto, clips["long"], tmp_path) as s:
-        rc, stdout, err = live(capsys, s.url, out, ckpt, "--max-frames", "3")
+        rc, _, err = live(capsys, s.url, out, ckpt, "--max-frames", "3")
     assert rc == 0, err
     r = finished(out)
     t, src = r["tracking"], r["tracking"]["source"]
@@ -369,3 +369,21 @@ def test_live_layout_is_sharded_by_thousands(tmp_path):
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.parent.parent.name == "frames") == [
         "frames/000/000", "frames/000/001", "frames/002/000"]
     assert live.as_json()["files_per_folder"] == 1000 and flat.as_json()["kind"] == "flat"
+
+
+def test_follow_falls_back_to_polling_without_notifications(tmp_path, monkeypatch):
+    """Without watchdog (or a watch the OS refuses), "auto" polls and says why; "notify" is a
+    clear error naming the fix."""
+    import sam2kit.video.sources.folder as folder
+
+    def no_watchdog(path):
+        raise ImportError("No module named 'watchdog'")
+
+    monkeypatch.setattr(folder, "_Watch", no_watchdog)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "00000.png")
+    src = folder.FolderSource(tmp_path, idle_timeout=0.2, settle=0.05)
+    assert src.follow_mode == "poll" and "watchdog is not installed" in src.follow_note
+    assert len(list(src)) == 1
+    with pytest.raises(ValueError, match=r"cannot follow .* through OS notifications: watchdog is not installed.*"
+                                         r"--follow-mode poll"):
+        folder.FolderSource(tmp_path, idle_timeout=0.2, follow="notify")

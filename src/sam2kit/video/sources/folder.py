@@ -85,7 +85,7 @@ class FolderSource(LiveSource):
         try:
             self._watch = _Watch(self.folder)
         except (ImportError, OSError) as e:
-            why = (f"watchdog is not installed (pip install watchdog, or pip install 'sam2kit[video]')"
+            why = ("watchdog is not installed (pip install watchdog, or pip install 'sam2kit[video]')"
                    if isinstance(e, ImportError) else f"the OS refused to watch {self.folder}: {_why(e)}")
             if required:
                 raise ValueError(f"cannot follow {self.folder} through OS notifications: {why}; "
