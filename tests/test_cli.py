@@ -261,6 +261,18 @@ def test_overwrite_that_fails_while_swapping_in_keeps_the_earlier_outputs(tmp_pa
 
 # ---- video ---------------------------------------------------------------------------------
 
+def frame_file_path(results: dict):
+    """(kind, frame, ext) -> the file's path in a run's folder, by the layout results.json
+    states: flat (a file run: frames/00012.jpg) or, for a live run, sharded by thousands
+    (frames/000/000/00012.jpg)."""
+    sharded = results.get("layout", {}).get("kind") == "sharded"
+
+    def path(kind: str, f: int, ext: str) -> str:
+        folder = f"{kind}/{f // 1000000:03d}/{f // 1000 % 1000:03d}" if sharded else kind
+        return f"{folder}/{f:05d}.{ext}"
+    return path
+
+
 def check_video_outputs(out: Path, frames: list[int], obj_ids: list[int], w: int, h: int, fps) -> dict:
     """Every file of a video run, and that results.json (with a live run, its frames.jsonl)
     matches the masks."""
@@ -272,22 +284,24 @@ def check_video_outputs(out: Path, frames: list[int], obj_ids: list[int], w: int
         files.append(r["frames_file"])
         r = {**r, "frames": [json.loads(line) for line in (out / r["frames_file"]).read_text().splitlines()]}
     assert sorted(p.name for p in out.iterdir()) == sorted(files)
-    assert sorted(p.stem for p in (out / "frames").iterdir()) == sorted(names)
-    assert sorted(p.stem for p in (out / "overlays").iterdir()) == sorted(names)
+    sub = frame_file_path(r)  # (a live run's layout is sharded)
+    for kind in ("frames", "overlays"):
+        assert sorted(p.stem for p in (out / kind).rglob("*") if p.is_file()) == sorted(names)
     assert sorted(p.name for p in (out / "masks").iterdir()) == sorted([*map(str, obj_ids), "palette"])
     assert [fr["frame"] for fr in r["frames"]] == sorted(frames)
     assert r["tracking"]["complete"] and r["totals"]["frames"] == len(frames)
     assert [o["id"] for o in r["objects"]] == obj_ids
     for fr in r["frames"]:
-        name = f"{fr['frame']:05d}"
-        assert png(out / "frames" / f"{name}.jpg").size == (w, h)
-        assert png(out / "overlays" / f"{name}.jpg").size == (w, h)
-        pal = png(out / "masks" / "palette" / f"{name}.png")
+        f = fr["frame"]
+        assert fr["file"] == sub("frames", f, "jpg")
+        assert png(out / sub("frames", f, "jpg")).size == (w, h)
+        assert png(out / sub("overlays", f, "jpg")).size == (w, h)
+        pal = png(out / sub("masks/palette", f, "png"))
         assert pal.mode == "P" and pal.size == (w, h) and pal.getpalette()[:12] == davis_palette()[:12]
         labels = np.array(pal)
         masks = []
         for k, (obj_id, entry) in enumerate(zip(obj_ids, fr["objects"])):
-            m = png(out / "masks" / str(obj_id) / f"{name}.png")
+            m = png(out / sub(f"masks/{obj_id}", f, "png"))
             assert m.mode == "L" and m.size == (w, h) and set(np.unique(np.array(m))) <= {0, 255}
             mask = np.array(m) > 0
             masks.append(mask)

@@ -219,15 +219,18 @@ def test_index_ranges_hold_numbers_compactly_and_boundedly():
     assert isinstance(feed.dropped, IndexRanges) and len(feed.dropped) == 4 and feed.dropped.ranges() == [[0, 3]]
 
 
-def test_folder_counts_late_frames(tmp_path):
+@pytest.mark.parametrize("follow", ["notify", "poll"])
+def test_folder_counts_late_frames(tmp_path, follow):
     """A frame that appears numbered at or below one already taken is skipped and counted once,
-    however often the folder is listed afterwards."""
+    however often the folder is listed afterwards (or, with notifications, whatever events it
+    brings); the same with OS notifications and with polling."""
     def put(i):
         Image.fromarray(np.full((8, 8, 3), i * 10, np.uint8)).save(tmp_path / f"{i:05d}.png")
 
     for i in (0, 1, 2, 4):
         put(i)
-    src = FolderSource(tmp_path, idle_timeout=0.5, settle=0.05)
+    src = FolderSource(tmp_path, idle_timeout=0.5, settle=0.05, follow=follow)
+    assert src.follow_mode == follow
     it = iter(src)
     assert [int(next(it)[0, 0, 0]) // 10 for _ in range(4)] == [0, 1, 2, 4]
     put(3)

@@ -23,7 +23,7 @@ from PIL import Image
 
 from clips import write_clip
 from test_cli import (RES, assert_one_line_error, check_video_outputs, cli, ckpt,  # noqa: F401 - a fixture
-                      moving_frames, nothing_written, png)
+                      frame_file_path, moving_frames, nothing_written, png)
 
 HERE = Path(__file__).parent
 N, W, H, FPS = 10, 128, 96, 10
@@ -76,9 +76,11 @@ def file_run(ckpt, ts_clip, tmp_path_factory) -> Path:  # noqa: F811
 
 
 def same_masks(a: Path, b: Path, frames) -> None:
+    """Run ``a`` (live: sharded) has the masks of run ``b`` (a file run: flat) on ``frames``."""
+    pa, pb = (frame_file_path(json.loads((d / "results.json").read_text())) for d in (a, b))
     for f in frames:
         for sub in ("masks/1", "masks/palette"):
-            x, y = np.array(png(a / sub / f"{f:05d}.png")), np.array(png(b / sub / f"{f:05d}.png"))
+            x, y = np.array(png(a / pa(sub, f, "png"))), np.array(png(b / pb(sub, f, "png")))
             assert np.array_equal(x, y), (sub, f)
 
 
@@ -93,7 +95,8 @@ def test_tcp_stream_equals_the_file(ckpt, ts_clip, file_run, tmp_path, capsys): 
     assert r["video"]["kind"] == "network" and r["video"]["path"] == s.url and r["video"]["live"]
     same_masks(out, file_run, range(N))
     f = json.loads((file_run / "results.json").read_text())
-    assert frame_lines(out) == f["frames"]  # a line per frame: a file run's entries, exactly
+    # a line per frame: a file run's entries, exactly, but for the file's place (a live run is sharded)
+    assert [{**e, "file": e["file"].replace("/000/000/", "/")} for e in frame_lines(out)] == f["frames"]
     assert r["totals"] == f["totals"] and r["frames_file"] == "frames.jsonl" and r["tracking"]["last_frame"] == N - 1
     assert "stream   ended" in stdout and "tracking 1 object(s) as frames arrive" in err
 
@@ -139,15 +142,12 @@ def test_stream_cut_halfway(ckpt, ts_clip, tmp_path, capsys):  # noqa: F811
 
 def test_stalled_stream_times_out(ckpt, ts_clip, tmp_path, capsys):  # noqa: F811
     out = tmp_path / "out"
-    with Sender(ts_clip, "stall") as s:
-        t0 = time.monotonic()
+    with Sender(ts_clip, "stall") as s:  # the sender stops sending but keeps the connection open
         rc, _, err = cli(capsys, "video", s.url, "-o", out, "--checkpoint", ckpt, *RES, "-q", "--timeout", "1.5",
                          "--no-realtime")
-        took = time.monotonic() - t0
     assert rc == 3, err
-    r = check_partial(out, "stalled")
-    assert "stalled: no frame for 1.5 s" in r["tracking"]["message"] and "stalled" in err
-    assert took < 60
+    r = check_partial(out, "stalled")  # ended by the 1.5 s read timeout, not by the sender (no wall clock:
+    assert "stalled: no frame for 1.5 s" in r["tracking"]["message"] and "stalled" in err  # tests never time)
 
 
 def test_sigterm_stops_cleanly(ckpt, long_clip, tmp_path):  # noqa: F811
@@ -160,7 +160,7 @@ def test_sigterm_stops_cleanly(ckpt, long_clip, tmp_path):  # noqa: F811
                                  str(ckpt), *RES, "-q", "--timeout", "120", "--no-realtime"], stderr=subprocess.PIPE)
         deadline = time.monotonic() + 600
         while time.monotonic() < deadline and proc.poll() is None:
-            seen = len(list(tmp_path.glob("out.partial-*/frames/*.jpg")))
+            seen = len(list(tmp_path.glob("out.partial-*/frames/*/*/*.jpg")))
             if seen >= 2:
                 break
             time.sleep(0.05)
@@ -269,7 +269,7 @@ def test_follow_a_folder_being_filled(ckpt, tmp_path, capsys):  # noqa: F811
     names = [f"{i:05d}" for i in range(6)]
     for sub, ext in (("frames", "jpg"), ("overlays", "jpg"), ("masks/1", "png"), ("masks/2", "png"),
                      ("masks/palette", "png")):
-        assert sorted(p.name for p in (out / sub).iterdir()) == [f"{n}.{ext}" for n in names]
+        assert sorted(p.name for p in (out / sub / "000" / "000").iterdir()) == [f"{n}.{ext}" for n in names]
     with av.open(str(out / "overlay.mp4")) as c:
         assert sum(1 for _ in c.decode(video=0)) == 6
     lines = frame_lines(out)
@@ -297,7 +297,7 @@ def test_follow_counts_late_frames(ckpt, tmp_path, capsys):  # noqa: F811
         for i in (0, 1, 2, 4):
             put(i)
         deadline = time.monotonic() + 600  # until file 4 (the fourth frame taken) is tracked
-        while not list(tmp_path.glob("out.partial-*/frames/00003.jpg")) and time.monotonic() < deadline:
+        while not list(tmp_path.glob("out.partial-*/frames/000/000/00003.jpg")) and time.monotonic() < deadline:
             time.sleep(0.05)
         put(3)
         put(5)

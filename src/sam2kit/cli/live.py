@@ -17,18 +17,22 @@ import numpy as np
 import sam2kit
 from sam2kit import SAM2VideoPredictor
 from sam2kit.devices import RELEASE_EVERY
-from sam2kit.video.sources import DEFAULT_TIMEOUT_S, FrameFeed, IndexRanges, StreamError, classify, open_stream
+from sam2kit.video.sources import (DEFAULT_OPEN_TIMEOUT_S, DEFAULT_RECONNECT_DELAY_S, DEFAULT_TIMEOUT_S, FrameFeed,
+                                   IndexRanges, StreamError, classify, open_stream)
+from sam2kit.video.sources.base import RECONNECT_MAX_DELAY_S
 
 from sam2kit.cli import prompts as P
 from sam2kit.cli.common import CLIError, Console, StagedOutput, load_model, one_line
 from sam2kit.cli.video_summary import summary
 from sam2kit.jobs.live_results import LiveRecorder
+from sam2kit.jobs.layout import Layout
 from sam2kit.jobs.video import DEFAULT_FPS, FrameWriter, frame_entry
 
 LIVE_RESULTS_EVERY_S = 2.0
 BROKEN_EXIT = 3  # the stream broke or stalled; the outputs hold the frames done
 INTERRUPTED_EXIT = 130  # Ctrl-C twice (128 + SIGINT, as shells report it); the outputs hold the frames done
-LIVE_ONLY = ("camera", "follow", "realtime", "duration", "timeout", "reconnect", "idle_timeout")
+LIVE_ONLY = ("camera", "follow", "realtime", "duration", "timeout", "open_timeout", "reconnect", "reconnect_delay",
+             "idle_timeout", "follow_mode")
 
 
 def _seconds(text: str) -> float:
@@ -57,16 +61,29 @@ def add_live_options(p: argparse.ArgumentParser) -> None:
                    help="VIDEO is a folder still being filled: track new numbered frames as they appear")
     g.add_argument("--idle-timeout", type=_seconds, metavar="S",
                    help=f"with --follow: end after S seconds without a new frame (default {DEFAULT_TIMEOUT_S:g})")
+    g.add_argument("--follow-mode", choices=("auto", "notify", "poll"), default=None,
+                   help="with --follow: how new frames are seen: notify (the OS tells, through watchdog: inotify on "
+                        "Linux; the cost of a new frame does not grow with the folder), poll (list the whole folder "
+                        "every 50 ms: for network file systems, which send no notifications), auto (notify where it "
+                        "can, else poll) (default auto)")
     g.add_argument("--realtime", action=argparse.BooleanOptionalAction, default=None,
                    help="when tracking falls behind, drop the oldest waiting frames so that latency "
                         "stays bounded (listed in results.json) (default: on for cameras and network "
                         "streams, off for pipes and folders, which never drop)")
     g.add_argument("--duration", type=_seconds, metavar="S", help="stop after S seconds of tracking")
     g.add_argument("--timeout", type=_seconds, metavar="S",
-                   help=f"a source silent for S seconds has stalled: the run ends (exit 3) (default "
-                        f"{DEFAULT_TIMEOUT_S:g}; also the time to connect)")
+                   help=f"read timeout: a source silent for S seconds has stalled: the run ends (exit 3) (default "
+                        f"{DEFAULT_TIMEOUT_S:g})")
+    g.add_argument("--open-timeout", type=_seconds, metavar="S",
+                   help=f"seconds to connect to a stream or camera and read its first frame, and to reopen it "
+                        f"(default {DEFAULT_OPEN_TIMEOUT_S:g})")
     g.add_argument("--reconnect", type=_count, default=0, metavar="N",
-                   help="reopen a network stream that broke or stalled, up to N times (default 0)")
+                   help="reopen a network stream that broke, stalled or ended, up to N attempts in a row (the count "
+                        "starts again once frames flow); frames the sender made meanwhile are counted as lost in "
+                        "results.json (default 0: the run ends, exit 3 for a break or a stall)")
+    g.add_argument("--reconnect-delay", type=_seconds, metavar="S",
+                   help=f"back-off: wait S seconds before the first attempt to reopen, twice as long before each "
+                        f"next one, at most {RECONNECT_MAX_DELAY_S:g} s (default {DEFAULT_RECONNECT_DELAY_S:g})")
 
 
 def is_live(args) -> bool:
@@ -86,10 +103,14 @@ def is_live(args) -> bool:
     if args.reverse or args.start_frame is not None:
         raise CLIError(f"{'--reverse' if args.reverse else '--start-frame'} needs a video file: a live "
                        "source is tracked forward from its first prompted frame as frames arrive")
-    if args.reconnect and kind != "network":
-        raise CLIError("--reconnect applies to network streams (rtsp://, tcp://, ...)")
-    if args.idle_timeout is not None and kind != "folder":
-        raise CLIError("--idle-timeout applies to a folder with --follow; use --timeout for streams")
+    if (args.reconnect or args.reconnect_delay) and kind != "network":
+        flag = "--reconnect" if args.reconnect else "--reconnect-delay"
+        raise CLIError(f"{flag} applies to network streams (rtsp://, tcp://, ...)")
+    if args.reconnect_delay and not args.reconnect:
+        raise CLIError("--reconnect-delay is the wait before reopening a stream: give --reconnect N too")
+    for opt in ("idle_timeout", "follow_mode"):
+        if getattr(args, opt) is not None and kind != "folder":
+            raise CLIError(f"--{opt.replace('_', '-')} applies to a folder with --follow; use --timeout for streams")
     return True
 
 
@@ -98,7 +119,9 @@ def open_source(args):
     try:
         return open_stream(None if args.camera is not None else args.video, camera=args.camera,
                            timeout=args.timeout or DEFAULT_TIMEOUT_S, reconnect=args.reconnect,
-                           idle_timeout=args.idle_timeout or DEFAULT_TIMEOUT_S)
+                           open_timeout=args.open_timeout or DEFAULT_OPEN_TIMEOUT_S,
+                           reconnect_delay=args.reconnect_delay or DEFAULT_RECONNECT_DELAY_S,
+                           idle_timeout=args.idle_timeout or DEFAULT_TIMEOUT_S, follow=args.follow_mode or "auto")
     except ImportError as e:
         raise CLIError(one_line(e)) from None
     except (ValueError, OSError) as e:
@@ -129,6 +152,18 @@ def status_line(results: dict) -> str:
     if t.get("late_frames_skipped"):
         line += (f", {t['late_frames_skipped']} late frame(s) skipped (numbered at or below one already "
                  f"taken: {spans(t['late_frames'], t['late_frames_truncated'])})")
+    src = t.get("source") or {}
+    if src.get("outages"):
+        line += (f", {src['outages']} outage(s) reconnected ({src['frames_lost_in_outages']} frame(s) lost, "
+                 "none invented)")
+    if src.get("missing_frames"):
+        line += f", {src['missing_frames']} frame(s) missing from the sender's timestamps"
+    if src.get("damaged_frames") or src.get("undecodable_packets"):
+        line += (f", {src['damaged_frames']} damaged frame(s) tracked as decoded, "
+                 f"{src['undecodable_packets']} undecodable packet(s) skipped")
+    if src.get("resized_frames"):
+        line += (f", {src['resized_frames']} frame(s) of another size ({', '.join(src['resized_from'])}) "
+                 "scaled to the first frame's size")
     lat = t.get("latency_s")
     if lat:
         line += f"; latency p50 {lat['p50']:.3f} s, p95 {lat['p95']:.3f} s"
@@ -207,10 +242,22 @@ def header(model_info: dict, source, fps: float, prompts, obj_ids, args, realtim
                      "max_frames": args.max_frames, "duration_s": args.duration, "frames_planned": None,
                      "realtime": realtime, "status": "running", "message": None, "frames_read": 0,
                      "last_frame": None, "dropped": 0, "dropped_frames": [], "reconnects": 0,
-                     "complete": False},
+                     "limits_s": limits(args, source), "complete": False},
+        "layout": Layout(sharded=True).as_json(),
         "masks": "logit > 0", "bbox_format": BBOX_FORMAT,
         "object_score": "the model's object-presence logit: > 0 means the object is visible",
     }
+
+
+def limits(args, source) -> dict:
+    """The timeouts and the reconnection policy the run keeps (seconds; None: not used)."""
+    if source.kind == "folder":
+        return {"idle": args.idle_timeout or DEFAULT_TIMEOUT_S, "follow_mode": source.follow_mode,
+                "follow_note": source.follow_note}
+    return {"open": args.open_timeout or DEFAULT_OPEN_TIMEOUT_S, "read": args.timeout or DEFAULT_TIMEOUT_S,
+            "reconnect": args.reconnect,
+            "reconnect_delay": (args.reconnect_delay or DEFAULT_RECONNECT_DELAY_S) if args.reconnect else None,
+            "reconnect_max_delay": RECONNECT_MAX_DELAY_S if args.reconnect else None}
 
 
 def run(args, console: Console, out: Path, source, signals: "StopSignals") -> dict:
@@ -226,17 +273,19 @@ def run(args, console: Console, out: Path, source, signals: "StopSignals") -> di
     predictor = SAM2VideoPredictor(model)
     dropped = IndexRanges()
     recorder = LiveRecorder(header(model_info, source, fps, prompts, obj_ids, args, realtime), out, obj_ids,
-                            LIVE_RESULTS_EVERY_S, dropped, getattr(source, "late", None))
+                            LIVE_RESULTS_EVERY_S, dropped, getattr(source, "late", None), source.health)
     console.note(f"{source.kind} {source.name}: {w}x{h}{f' at {source.fps:g} fps' if source.fps else ''}; "
                  f"tracking {len(obj_ids)} object(s) as frames arrive{' (real time)' if realtime else ''}; "
                  f"writing into {out}; Ctrl-C stops")
+    if getattr(source, "follow_note", None):
+        console.note(f"note: --follow {source.follow_note}")
     writer = feed = session = None
     spent = {"model": 0.0, "write": 0.0}
     try:
         writer = FrameWriter(out, obj_ids, prompts, fps, w, h, False, console, live=True)
         # reading starts once all is ready: a real-time feed would drop frames meanwhile
-        feed = FrameFeed(source, realtime, stall_timeout=None if source.kind == "folder"
-                         else (args.timeout or DEFAULT_TIMEOUT_S), dropped=dropped)
+        feed = FrameFeed(source, realtime, stall_timeout=source.stall_limit(args.timeout or DEFAULT_TIMEOUT_S),
+                         dropped=dropped)
         session = predictor.init_stream(release_memory_every=RELEASE_EVERY)
         status, message = track(args, console, source, feed, session, writer, recorder, signals, prompts, spent)
         writer.close()
@@ -303,8 +352,8 @@ def track(args, console: Console, source, feed: FrameFeed, session, writer, reco
                 with signals.writing():  # a frame's outputs are written whole, even on a second Ctrl-C
                     masks = writer.write(index, frame, stacked)
                     recorder(frame_entry(index, obj_ids, masks, [None if scores.get(i) is None else
-                                                                 round(scores[i], 4) for i in obj_ids]),
-                             time.monotonic() - arrived)
+                                                                 round(scores[i], 4) for i in obj_ids],
+                                         writer.layout), time.monotonic() - arrived)
                     tracking["frames_read"] = feed.frames_read
                 t2 = time.perf_counter()
                 spent["model"] += t1 - t0

@@ -90,12 +90,13 @@ class LiveRecorder:
     updated; results.json (``results``, without a "frames" list: "frames_file" names the
     jsonl) is saved every ``every_s`` seconds while tracking ("complete": false) and by
     ``finish``. ``dropped`` and ``late`` are the source's records of frames dropped in real
-    time and (a folder) frames that came too late; what they list is capped (IndexRanges)."""
+    time and (a folder) frames that came too late; what they list is capped (IndexRanges);
+    ``health`` (a SourceHealth) what went wrong with the source, as capped counts."""
 
     def __init__(self, results: dict, out: Path, obj_ids: list, every_s: float,
-                 dropped: IndexRanges, late: IndexRanges | None = None):
+                 dropped: IndexRanges, late: IndexRanges | None = None, health=None):
         self.results, self.path, self.every_s = results, out / "results.json", every_s
-        self.dropped, self.late = dropped, late
+        self.dropped, self.late, self.health = dropped, late, health
         self.totals, self.latency = RunningTotals(obj_ids), Latency()
         results.pop("frames", None)
         results["frames_file"] = FRAMES_FILE
@@ -116,6 +117,8 @@ class LiveRecorder:
         r["tracking"].update(listed("dropped", "dropped_frames", self.dropped))
         if self.late is not None:
             r["tracking"].update(listed("late_frames_skipped", "late_frames", self.late))
+        if self.health is not None:  # the source's SourceHealth: damaged, resized and lost frames, outages
+            r["tracking"]["source"] = self.health.as_json()
         r["tracking"]["latency_s"] = self.latency.as_json()
         r["totals"] = self.totals.as_json()
         save_json(r, self.path)

@@ -19,6 +19,7 @@ from sam2kit.devices import RELEASE_EVERY
 from sam2kit.errors import InputError
 from sam2kit.jobs import prompts as P
 from sam2kit.jobs.common import Console, one_line, sample, write_export_formats
+from sam2kit.jobs.layout import Layout
 from sam2kit.jobs.live_results import RunningTotals
 from sam2kit.jobs.model import ModelSpec, load_model
 from sam2kit.outputs import (BBOX_FORMAT, Mp4Writer, colour, draw_prompt, mask_png, mask_stats, palette_png,
@@ -26,6 +27,7 @@ from sam2kit.outputs import (BBOX_FORMAT, Mp4Writer, colour, draw_prompt, mask_p
 from sam2kit.video.io import IMAGE_EXTENSIONS, FrameSource, open_frames
 
 DEFAULT_FPS = 25.0
+FLAT = Layout(sharded=False)  # a file run's layout
 PARTIAL_RESULTS_EVERY_S = 10.0
 
 
@@ -114,7 +116,9 @@ class FrameWriter:
         self.prompts: dict[int, list] = {}
         for p in prompts:
             self.prompts.setdefault(p.frame, []).append((p, self.colours[obj_ids.index(p.obj)]))
-        for sub in ["frames", "overlays", "masks/palette", *(f"masks/{i}" for i in obj_ids)]:
+        self.layout = Layout(sharded=live)  # a live run may go on for days: at most 1000 files a folder
+        self.kinds = ["frames", "overlays", "masks/palette", *(f"masks/{i}" for i in obj_ids)]
+        for sub in self.kinds:
             (out / sub).mkdir(parents=True)
         self.mp4 = Mp4Writer(out / "overlay.mp4", fps, w, h, note=console.note, fragmented=live)
         self.count = 0  # frames written
@@ -123,14 +127,15 @@ class FrameWriter:
     def write(self, f: int, frame: np.ndarray, logits: np.ndarray) -> list[np.ndarray]:
         masks = logits > 0.0  # [num_objects, H, W]
         name = f"{f:05d}"
-        Image.fromarray(frame).save(self.out / "frames" / f"{name}.jpg", quality=95)
+        folder = {kind: self.layout.make(self.out, kind, f) for kind in self.kinds}
+        Image.fromarray(frame).save(folder["frames"] / f"{name}.jpg", quality=95)
         for obj_id, m in zip(self.obj_ids, masks):
-            mask_png(m).save(self.out / "masks" / str(obj_id) / f"{name}.png")
-        palette_png(masks, logits).save(self.out / "masks" / "palette" / f"{name}.png")
+            mask_png(m).save(folder[f"masks/{obj_id}"] / f"{name}.png")
+        palette_png(masks, logits).save(folder["masks/palette"] / f"{name}.png")
         overlay = tint(frame, list(masks), self.colours)
         for p, rgb in self.prompts.get(f, []):
             draw_prompt(overlay, p.points, p.labels, p.box, rgb)
-        overlay.save(self.out / "overlays" / f"{name}.jpg", quality=90)
+        overlay.save(folder["overlays"] / f"{name}.jpg", quality=90)
         if self.reverse:
             self.done.append(f)
         else:
@@ -142,7 +147,7 @@ class FrameWriter:
         try:
             if self.reverse:
                 for f in sorted(self.done):
-                    with Image.open(self.out / "overlays" / f"{f:05d}.jpg") as im:
+                    with Image.open(self.out / self.layout.path("overlays", f, "jpg")) as im:
                         self.mp4.add(np.asarray(im.convert("RGB")))
         finally:
             self.mp4.close()
@@ -183,8 +188,8 @@ def add_prompts(predictor, state, prompts: list[P.Prompt]) -> None:
             state, p.frame, p.obj, points=p.points or None, labels=p.labels or None, box=p.box)
 
 
-def frame_entry(f: int, obj_ids, masks, scores) -> dict:
-    return {"frame": f, "file": f"frames/{f:05d}.jpg",
+def frame_entry(f: int, obj_ids, masks, scores, layout: Layout = FLAT) -> dict:
+    return {"frame": f, "file": layout.path("frames", f, "jpg"),
             "objects": [{"id": i, **mask_stats(m), "object_score": s}
                         for i, m, s in zip(obj_ids, masks, scores)]}
 

@@ -224,7 +224,7 @@ def track_stream(predictor, source, prompts=(), *, realtime: bool | None = None,
     first = pending[0][0]
     src = open_stream(source, timeout=timeout, reconnect=reconnect, idle_timeout=idle_timeout)
     feed = FrameFeed(src, src.live if realtime is None else realtime,
-                     stall_timeout=None if src.kind == "folder" else timeout)
+                     stall_timeout=src.stall_limit(timeout))
     stats = {} if stats is None else stats
     session = predictor.init_stream(offload_state_to_cpu=offload_state_to_cpu,
                                     release_memory_every=release_memory_every)

@@ -7,8 +7,10 @@ the first frame, so ``width``, ``height`` and a bad source are known at once. So
 * a camera: ``/dev/video0`` (Linux, v4l2) or ``camera=N`` (``/dev/videoN`` on Linux,
   AVFoundation device N on macOS, DirectShow ``video=NAME`` on Windows);
 * a network stream FFmpeg opens: ``rtsp://`` (over TCP), ``rtmp://``, ``http(s)://``,
-  ``udp://``, ``tcp://``, ``srt://``; ``timeout`` bounds the connection and every read, and
-  ``reconnect=N`` reopens a stream that broke or stalled up to N times;
+  ``udp://``, ``tcp://``, ``srt://`` (through the system's ``ffmpeg`` where PyAV's FFmpeg
+  lacks SRT, as its wheels do); ``open_timeout`` bounds the connection, ``timeout``
+  every read, and ``reconnect=N`` reopens a stream that broke, stalled or ended, up to N
+  attempts in a row with waits that double from ``reconnect_delay``;
 * ``"-"``: standard input (any container FFmpeg reads from a pipe: MPEG-TS, Matroska, ...),
   or a binary file object;
 * a file in any container FFmpeg reads (judged by opening it, not by its extension);
@@ -34,13 +36,15 @@ import numpy as np
 
 from sam2kit.errors import StreamError
 from sam2kit.video.sources.av import NETWORK_SCHEMES, AVSource, _camera, camera_target
-from sam2kit.video.sources.base import DEFAULT_TIMEOUT_S, IndexRanges, IterSource, LiveSource, check_frame
+from sam2kit.video.sources.base import (DEFAULT_OPEN_TIMEOUT_S, DEFAULT_RECONNECT_DELAY_S, DEFAULT_TIMEOUT_S,
+                                        IndexRanges, IterSource, LiveSource, check_frame)
 from sam2kit.video.sources.feed import FrameFeed
 from sam2kit.video.sources.folder import IMAGE_EXTENSIONS, FolderSource
+from sam2kit.video.sources.relay import RelaySource, relay_ffmpeg
 
 __all__ = ["open_stream", "classify", "camera_target", "LiveSource", "IterSource", "AVSource", "FolderSource",
            "FrameFeed", "IndexRanges", "StreamError", "check_frame", "NETWORK_SCHEMES", "DEFAULT_TIMEOUT_S",
-           "IMAGE_EXTENSIONS"]
+           "DEFAULT_OPEN_TIMEOUT_S", "DEFAULT_RECONNECT_DELAY_S", "IMAGE_EXTENSIONS"]
 
 
 def classify(source) -> str:
@@ -63,19 +67,25 @@ def classify(source) -> str:
 
 
 def open_stream(source=None, *, camera=None, timeout: float | None = DEFAULT_TIMEOUT_S, reconnect: int = 0,
-                idle_timeout: float = DEFAULT_TIMEOUT_S, options: dict | None = None) -> LiveSource:
+                idle_timeout: float = DEFAULT_TIMEOUT_S, options: dict | None = None,
+                open_timeout: float | None = None, reconnect_delay: float = DEFAULT_RECONNECT_DELAY_S,
+                follow: str = "auto") -> LiveSource:
     """A :class:`LiveSource` for ``source`` (see the module docstring) or for ``camera`` (a
-    number or a device name). ``timeout``: seconds to connect and to wait for each read of a
-    camera, network stream, pipe or file (None: forever); ``reconnect``: how many times a
-    network stream that breaks or stalls is reopened; ``idle_timeout``: how long a folder may
-    go without a new frame before its stream ends; ``options``: FFmpeg options for PyAV
-    (``{"video_size": "1280x720"}`` for a camera, ...). Raises ValueError (with the fix) for a
-    source that cannot be opened, FileNotFoundError for a missing path."""
+    number or a device name). ``timeout``: seconds to wait for each read of a camera, network
+    stream, pipe or file (None: forever); ``open_timeout``: seconds to connect (None:
+    ``timeout``); ``reconnect``: how many attempts in a row to reopen a network stream that
+    breaks, stalls or ends, the first after ``reconnect_delay`` seconds, each next after twice
+    the wait before; ``idle_timeout``: how long a folder may go without a new frame before its
+    stream ends; ``follow``: how a folder's new frames are seen (``"notify"``: the OS tells,
+    ``"poll"``: the folder is listed again and again, ``"auto"``: notify where it can);
+    ``options``: FFmpeg options for PyAV (``{"video_size": "1280x720"}`` for a camera, ...).
+    Raises ValueError (with the fix) for a source that cannot be opened, FileNotFoundError for
+    a missing path."""
     if camera is not None:
         if source is not None:
             raise ValueError("give either a source or a camera, not both")
         target, fmt = camera_target(camera)
-        return _camera(target, fmt, timeout, options)
+        return _camera(target, fmt, timeout, options, open_timeout)
     if isinstance(source, LiveSource):
         return source
     kind = classify(source)
@@ -90,13 +100,18 @@ def open_stream(source=None, *, camera=None, timeout: float | None = DEFAULT_TIM
         url = str(source)
         if url.lower().startswith("rtsp"):
             opts.setdefault("rtsp_transport", "tcp")
-        return AVSource(url, "network", url, options=opts, timeout=timeout, reconnect=reconnect)
+        ffmpeg = relay_ffmpeg(url)  # srt:// is not in PyAV's FFmpeg: through the system's ffmpeg
+        if ffmpeg is not None:
+            return RelaySource(url, ffmpeg, options=opts, timeout=timeout, reconnect=reconnect,
+                               open_timeout=open_timeout, reconnect_delay=reconnect_delay)
+        return AVSource(url, "network", url, options=opts, timeout=timeout, reconnect=reconnect,
+                        open_timeout=open_timeout, reconnect_delay=reconnect_delay)
     if kind == "camera":
-        return _camera(str(source), "v4l2", timeout, options)
+        return _camera(str(source), "v4l2", timeout, options, open_timeout)
     if kind in ("folder", "file"):
         path = Path(str(source)).expanduser()
         if kind == "folder":
-            return FolderSource(path, idle_timeout)
+            return FolderSource(path, idle_timeout, follow=follow)
         if not path.exists():
             raise FileNotFoundError(f"no such video file, folder or device: {path}")
         return AVSource(str(path), "file", str(path), options=opts, timeout=timeout)

@@ -5,22 +5,33 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
 import numpy as np
 
 from sam2kit.errors import StreamError
-from sam2kit.video.sources.base import DEFAULT_TIMEOUT_S, LiveSource, _why
+from sam2kit.video.sources.base import (DEFAULT_RECONNECT_DELAY_S, DEFAULT_TIMEOUT_S, RECONNECT_MAX_DELAY_S,
+                                        LiveSource, _why)
 
 NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "tcp", "srt", "rtp")
 
 
 class AVSource(LiveSource):
-    """A camera, network stream, pipe or file read with PyAV, decoded as it arrives."""
+    """A camera, network stream, pipe or file read with PyAV, decoded as it arrives.
+
+    ``open_timeout``: seconds to connect and read the first frame (None: ``timeout``);
+    ``timeout``: seconds a read may wait (None: forever); both bound each reopening too.
+    ``reconnect``: a network stream that breaks, stalls or (when reconnecting at all) ends is
+    reopened, up to N attempts in a row, the first after ``reconnect_delay`` seconds, each next
+    one after twice the wait before (at most ``RECONNECT_MAX_DELAY_S``); the count starts again
+    once frames flow. Frames the sender made meanwhile are lost, counted in ``health.outages``,
+    never invented. Damaged data is decoded as far as the decoder can (``health``)."""
 
     def __init__(self, target, kind: str, name: str, format: str | None = None,
-                 options: dict | None = None, timeout: float | None = DEFAULT_TIMEOUT_S, reconnect: int = 0):
+                 options: dict | None = None, timeout: float | None = DEFAULT_TIMEOUT_S, reconnect: int = 0,
+                 open_timeout: float | None = None, reconnect_delay: float = DEFAULT_RECONNECT_DELAY_S):
         super().__init__(name)
         try:
             import av
@@ -30,9 +41,12 @@ class AVSource(LiveSource):
         self._av, self.kind = av, kind
         self.live = kind in ("camera", "network")
         self._target, self._format, self._options = target, format, dict(options or {})
-        self.timeout, self.reconnect = timeout, reconnect
+        self.timeout, self.reconnect, self.reconnect_delay = timeout, reconnect, reconnect_delay
+        self.open_timeout = timeout if open_timeout is None else open_timeout
+        self.frames_read = 0  # frames yielded so far (the next frame's number)
         self._container = None
         self._frames = None
+        self._wake = threading.Event()  # set by close(): ends a wait between reconnections
         self._last = time.monotonic()
         try:
             self._open()
@@ -54,9 +68,17 @@ class AVSource(LiveSource):
                         "raw H.264; not an mp4 whose index is at its end)",
                 }.get(self.kind, "is it a complete video FFmpeg can read?")
 
+    def longest_silence(self) -> float | None:
+        """The longest this source can go without a frame before it raises StreamError itself
+        (its read timeout, then every reopening with its waits), or None (forever)."""
+        if self.timeout is None or self.open_timeout is None:
+            return None
+        waits = sum(min(self.reconnect_delay * 2 ** k, RECONNECT_MAX_DELAY_S) for k in range(self.reconnect))
+        return self.timeout + waits + self.reconnect * (self.open_timeout + self.timeout)
+
     def _open(self) -> None:
         av = self._av
-        timeout = None if self.timeout is None else (self.timeout, self.timeout)
+        timeout = None if self.timeout is None and self.open_timeout is None else (self.open_timeout, self.timeout)
         self._container = av.open(self._target, format=self._format, options=self._options, timeout=timeout)
         if not self._container.streams.video:
             raise StreamError(f"{self.name} has no video stream (audio only?)")
@@ -68,40 +90,95 @@ class AVSource(LiveSource):
         self._frames = self._decode(stream)
 
     def _decode(self, stream):
-        for frame in self._container.decode(stream):
-            self._last = time.monotonic()
-            arr = frame.to_ndarray(format="rgb24")
-            yield self._fit(np.array(arr, order="C"))  # own a compact copy; PyAV's buffer is freed
+        """(frame, damaged) as they are decoded; packets the decoder refuses are counted and
+        skipped, so decoding goes on after damaged data."""
+        av, health = self._av, self.health
+        tb, last_t = stream.time_base, None
+        for packet in self._container.demux(stream):
+            try:
+                frames = packet.decode()
+            except av.error.InvalidDataError:
+                health.undecodable_packets += 1
+                continue
+            for frame in frames:
+                self._last = time.monotonic()
+                if self.kind == "network" and frame.pts is not None and tb and self.fps:
+                    t = float(frame.pts * tb)
+                    if last_t is not None and t > last_t:
+                        health.missing_frames += max(0, round((t - last_t) * self.fps) - 1)
+                    last_t = t
+                arr = frame.to_ndarray(format="rgb24")
+                # own a compact copy; PyAV's buffer is freed
+                yield self._fit(np.array(arr, order="C")), packet.is_corrupt or frame.is_corrupt
 
     def __iter__(self):
-        av = self._av
         if self._first is not None:
-            first, self._first = self._first, None
-            yield first
+            (first, damaged), self._first = self._first, None
+            yield self._counted(first, damaged)
+        failures, outage = 0, None  # attempts to reopen in a row; (why, since when) while out
         while not self._closed:
             try:
-                for arr in self._frames:
-                    yield arr
+                for arr, damaged in self._frames:
+                    if outage is not None:
+                        self.health.outage(self.frames_read - 1, outage[0], time.monotonic() - outage[1], self.fps)
+                        failures, outage = 0, None
+                    yield self._counted(arr, damaged)
                     if self._closed:
                         return
-                return  # the stream ended
-            except (av.error.FFmpegError, OSError) as e:
+                if self.kind == "camera":
+                    raise StreamError(self._camera_gone(f"{self.name} stopped sending"))
+                if not (self.kind == "network" and self.reconnect):
+                    return  # the stream ended
+                what, stalled = f"{self.name} ended", False
+            except (self._av.error.FFmpegError, OSError) as e:
                 if self._closed:
                     return
-                # ExitError: PyAV's timeout interrupted a read that waited too long
-                stalled = self.timeout is not None and (isinstance(e, av.error.ExitError) or
-                                                        time.monotonic() - self._last >= 0.9 * self.timeout)
-                what = (f"{self.name} stalled: no frame for {self.timeout:g} s" if stalled
-                        else f"{self.name} broke: {_why(e)}")
-                if self.reconnects >= self.reconnect:
-                    raise StreamError(what, stalled) from None
-                self.reconnects += 1
+                what, stalled = self._failure(e)
+            if self.kind != "network" or not self.reconnect:
+                raise StreamError(what, stalled)
+            outage = outage or (what, self._last)
+            failures = self._reopen(what, stalled, failures)
+            if failures is None:
+                return  # closed while waiting
+
+    def _counted(self, arr: np.ndarray, damaged: bool) -> np.ndarray:
+        if damaged:
+            self.health.damaged_frames.append(self.frames_read)
+        self.frames_read += 1
+        return arr
+
+    def _failure(self, e: BaseException) -> tuple[str, bool]:
+        """(what happened, whether it was a stall) for a read that raised ``e``."""
+        # ExitError: PyAV's timeout interrupted a read that waited too long
+        stalled = self.timeout is not None and (isinstance(e, self._av.error.ExitError) or
+                                                time.monotonic() - self._last >= 0.9 * self.timeout)
+        what = (f"{self.name} stalled: no frame for {self.timeout:g} s" if stalled
+                else f"{self.name} broke: {_why(e)}")
+        return (self._camera_gone(what) if self.kind == "camera" else what), stalled
+
+    def _camera_gone(self, what: str) -> str:
+        if isinstance(self._target, str) and not os.path.exists(self._target):
+            return f"{self.name} disappeared (unplugged?): {what}"
+        return what
+
+    def _reopen(self, what: str, stalled: bool, failures: int) -> int | None:
+        """Reopen after waits that double, up to ``reconnect`` attempts in a row; the attempts
+        made so far, None if closed meanwhile; StreamError when every attempt failed."""
+        av, why = self._av, None
+        self._close_container()
+        while failures < self.reconnect:
+            if self._wake.wait(min(self.reconnect_delay * 2 ** failures, RECONNECT_MAX_DELAY_S)):
+                return None
+            failures += 1
+            self.reconnects += 1
+            try:
+                self._open()
+                return failures
+            except (av.error.FFmpegError, OSError, StreamError) as e:
                 self._close_container()
-                try:
-                    self._open()
-                except (av.error.FFmpegError, OSError, StreamError) as e2:
-                    raise StreamError(f"{what}; reconnecting ({self.reconnects} of {self.reconnect}) "
-                                      f"failed: {_why(e2)}", stalled) from None
+                why = _why(e)
+        raise StreamError(f"{what}; reopening it failed {failures} time(s) in a row"
+                          + (f" (last: {why})" if why else ""), stalled)
 
     def _close_container(self) -> None:
         self._frames = None
@@ -114,6 +191,7 @@ class AVSource(LiveSource):
 
     def close(self) -> None:
         super().close()
+        self._wake.set()
         self._close_container()
 
 
@@ -132,13 +210,14 @@ def camera_target(camera) -> tuple[str, str | None]:
     raise ValueError(f"cameras are not supported on {sys.platform}; pipe the camera's video into `-`")
 
 
-def _camera(target: str, fmt: str | None, timeout, options) -> AVSource:
+def _camera(target: str, fmt: str | None, timeout, options, open_timeout=None) -> AVSource:
     if fmt == "v4l2" and not os.path.exists(target):
         found = sorted(str(p) for p in Path("/dev").glob("video*"))
         listed = ", ".join(found) if found else "none here"
         raise ValueError(f"camera {target} does not exist (cameras: {listed}); plug one in, or give "
                          "one that exists (`v4l2-ctl --list-devices` names them)")
-    return AVSource(target, "camera", f"camera {target}", format=fmt, options=options, timeout=timeout)
+    return AVSource(target, "camera", f"camera {target}", format=fmt, options=options, timeout=timeout,
+                    open_timeout=open_timeout)
 
 
 # ---- a reader thread and its queue --------------------------------------------------------

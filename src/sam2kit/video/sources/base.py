@@ -4,79 +4,27 @@ record of frame numbers."""
 
 from __future__ import annotations
 
-import bisect
 import re
-import threading
 
 import numpy as np
 
 from sam2kit.video.io import frame_size
+from sam2kit.video.sources.health import SourceHealth
+from sam2kit.video.sources.ranges import IndexRanges  # noqa: F401 - re-exported
 
-DEFAULT_TIMEOUT_S = 10.0
-
-
-class IndexRanges:
-    """A set of frame numbers kept as sorted inclusive ranges (``[[1, 3], [7, 7]]`` for 1, 2,
-    3, 7), for frames dropped or skipped over a stream of any length: ``len()`` counts every
-    number added; at most ``limit`` ranges are listed (the first ones; ``complete`` says
-    whether all are), so what is held stays bounded however scattered the numbers. ``append``
-    is thread-safe (a reader thread adds, the consumer reads)."""
-
-    def __init__(self, limit: int | None = 1000):
-        self.limit = limit
-        self.count = 0
-        self._ranges: list[list[int]] = []
-        self._complete = True
-        self._lock = threading.Lock()
-
-    def append(self, i: int) -> None:
-        i = int(i)
-        with self._lock:
-            self.count += 1
-            r = self._ranges
-            k = bisect.bisect_right(r, [i, float("inf")])  # first range starting after i
-            if k and r[k - 1][1] >= i - 1:  # joins (or lies in) the range before
-                r[k - 1][1] = max(r[k - 1][1], i)
-                if k < len(r) and r[k][0] <= r[k - 1][1] + 1:  # and closes the gap to the next
-                    r[k - 1][1] = r.pop(k)[1]
-            elif k < len(r) and r[k][0] == i + 1:
-                r[k][0] = i
-            elif self.limit is None or len(r) < self.limit:
-                r.insert(k, [i, i])
-            else:
-                self._complete = False
-
-    def __len__(self) -> int:
-        return self.count
-
-    def __contains__(self, i) -> bool:
-        with self._lock:
-            k = bisect.bisect_right(self._ranges, [i, float("inf")])
-            return bool(k) and self._ranges[k - 1][1] >= i
-
-    @property
-    def complete(self) -> bool:
-        """Whether every number added is in ``ranges()`` (False once ``limit`` was reached)."""
-        return self._complete
-
-    def ranges(self) -> list[list[int]]:
-        """A copy of the listed ranges, ``[[first, last], ...]`` in order."""
-        with self._lock:
-            return [list(r) for r in self._ranges]
-
-    def __iter__(self):
-        return (i for a, b in self.ranges() for i in range(a, b + 1))
-
-    def __repr__(self):
-        return f"IndexRanges({self.ranges()}, count={self.count})"
+DEFAULT_TIMEOUT_S = 10.0  # a source silent this long has stalled (and the time to connect)
+DEFAULT_OPEN_TIMEOUT_S = 10.0  # to connect to a network stream and read its first frame
+DEFAULT_RECONNECT_DELAY_S = 1.0  # the wait before the first attempt to reopen; doubled after each failure
+RECONNECT_MAX_DELAY_S = 30.0  # ... up to this
 
 
 class LiveSource:
     """Frames of a live source. ``name`` (for messages), ``kind`` (camera, network, pipe,
     file, folder, frames), ``live`` (a camera or network stream: frames come at the sender's
     pace whether read or not, so a real-time feed is the default), ``fps`` (None if unknown),
-    ``width``/``height`` (of the first frame), ``reconnects`` (how many times it reopened).
-    Iterate once; ``close()`` (or ``with``) releases it."""
+    ``width``/``height`` (of the first frame), ``reconnects`` (how many times it reopened),
+    ``health`` (a :class:`~sam2kit.video.sources.health.SourceHealth`: damaged, resized and
+    lost frames). Iterate once; ``close()`` (or ``with``) releases it."""
 
     kind = "frames"
     live = False
@@ -84,8 +32,10 @@ class LiveSource:
     reconnects = 0
 
     def __init__(self, name: str):
+
         self.name = name
         self.width = self.height = None
+        self.health = SourceHealth()
         self._closed = False
 
     def __iter__(self):
@@ -94,6 +44,18 @@ class LiveSource:
     def close(self) -> None:
         self._closed = True
 
+    def stall_limit(self, timeout: float | None) -> float | None:
+        """How long a reader of this source should wait for a frame before calling it stalled,
+        given the caller's ``timeout``: a source that times out (and reopens) itself gets the
+        time it may take for that, a folder None (it ends on its own idle timeout)."""
+        if self.kind == "folder":
+            return None
+        longest = getattr(self, "longest_silence", None)
+        if longest is not None and timeout is not None and getattr(self, "reconnect", 0):
+            limit = longest()
+            return None if limit is None else max(timeout, limit + 1.0)
+        return timeout
+
     def __enter__(self):
         return self
 
@@ -101,10 +63,12 @@ class LiveSource:
         self.close()
 
     def _fit(self, arr: np.ndarray) -> np.ndarray:
-        """Frames keep the first frame's size (a camera that changes mode, a new stream)."""
+        """Frames keep the first frame's size (a camera that changes mode, a new stream): a
+        frame of another size is scaled to it and counted (``health.resized_frames``)."""
         if self.width is None:
             self.height, self.width = arr.shape[:2]
         elif arr.shape[:2] != (self.height, self.width):
+            self.health.resized(arr.shape[1], arr.shape[0])
             from PIL import Image
             arr = np.asarray(Image.fromarray(arr).resize((self.width, self.height), Image.BILINEAR))
         return arr
