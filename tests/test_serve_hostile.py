@@ -103,7 +103,9 @@ def test_schemathesis_every_route_every_check(server, tmp_path):
 
 def test_the_token_holds_on_every_route_and_its_variants(api, server):
     ops = operations(api)
-    assert len(ops) >= 15 and all(path.startswith("/api/") for _, path, _ in ops)
+    prefixes = ("/api/", "/cvat/", "/label-studio/")  # the API, CVAT's protocol, Label Studio's
+    assert len(ops) >= 15 and all(path.startswith(prefixes) for _, path, _ in ops)
+    assert {p for p in prefixes if any(path.startswith(p) for _, path, _ in ops)} == set(prefixes)
     with httpx.Client(base_url=server.url, timeout=60) as anon:
         for method, path, _ in ops:
             for headers in ({}, {"Authorization": "Bearer wrong"}, {"Authorization": TOKEN},
@@ -113,7 +115,9 @@ def test_the_token_holds_on_every_route_and_its_variants(api, server):
                 assert r.headers["www-authenticate"] == "Bearer" and "--token" in r.json()["error"]
         for variant in ("/api/health", "/api/%68ealth", "/%61pi/health", "/api/./health", "/api//health",
                         "/api/../api/health", "/x/../api/health", "/API/health", "//api/health",
-                        "/api/health/", "/api/health%00", "/api/health?x=../../"):
+                        "/api/health/", "/api/health%00", "/api/health?x=../../", "/label-studio/%68ealth",
+                        "/%6cabel-studio/health", "/label-studio/./health", "/x/../label-studio/health",
+                        "/cvat/../cvat/interactor", "/%63vat/interactor"):
             r = anon.get(variant)
             assert r.status_code != 200 or "model" not in r.text, (variant, r.status_code, r.text[:200])
         assert anon.get("/").status_code == 200  # the page itself is public; its API calls are not

@@ -62,7 +62,7 @@ def create_app(service) -> FastAPI:
 
     @app.middleware("http")
     async def token(request: Request, call_next):
-        guarded = settings.token and request.url.path.startswith(("/api", "/cvat", "/label-studio"))
+        guarded = settings.token and request.url.path.startswith(API_PREFIXES)
         if guarded and not _authorized(request.headers.get("authorization", ""), settings.token,
                                        basic=request.url.path.startswith("/label-studio")):
             return _error(401, "this server needs a token: send `Authorization: Bearer TOKEN` "
@@ -124,12 +124,16 @@ async def _expire(service) -> None:
             log.exception("closing idle sessions failed")
 
 
+API_PREFIXES = ("/api", "/cvat", "/label-studio")  # the routes' prefixes; everything else is the page
+
+
 def _api_guard(app: FastAPI, static):
-    """The page's files, but never for a path under /api: those the routes did not take get
-    405 (with Allow) when a route serves the path with another method, else 404, as JSON."""
+    """The page's files, but never for a path under an API prefix (/api, /cvat, /label-studio):
+    those the routes did not take get 405 (with Allow) when a route serves the path with another
+    method, else 404, as JSON."""
     async def guarded(scope, receive, send):
         path = scope.get("path", "")
-        if scope["type"] == "http" and (path == "/api" or path.startswith("/api/")):
+        if scope["type"] == "http" and any(path == p or path.startswith(p + "/") for p in API_PREFIXES):
             request = Request(scope, receive)
             allowed = _allowed(request)
             if allowed:
