@@ -138,8 +138,12 @@ class Load:
 
 
 def run_soak(seconds: float, resolution: int = 1024, sample_s: float = 10.0, warmup_s: float = 120.0,
-             ttl: float = 20.0, frames: int = 6, arena_max: int | None = None, log=print) -> dict:
-    """Run the soak; returns the samples [(t s, RSS MB)], the counts and the summary."""
+             ttl: float = 20.0, frames: int = 6, arena_max: int | None = None, log=print,
+             min_cycles: int = 0, max_seconds: float | None = None) -> dict:
+    """Run the soak for ``seconds``, and on until ``min_cycles`` load cycles are done (a busy
+    machine does fewer a minute) but never past ``max_seconds``; returns the samples [(t s, RSS
+    MB)], the counts and the summary."""
+    cap = max(seconds, max_seconds or seconds)
     env = {"MALLOC_ARENA_MAX": str(arena_max)} if arena_max else {}
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
@@ -156,7 +160,8 @@ def run_soak(seconds: float, resolution: int = 1024, sample_s: float = 10.0, war
         load = Load(srv.url, video, pics, frames)
         load.thread.start()
         try:
-            while time.monotonic() - t0 < seconds:
+            while ((time.monotonic() - t0 < seconds or load.counts["cycles"] < min_cycles)
+                   and time.monotonic() - t0 < cap):
                 time.sleep(max(0.0, sample_s * (len(samples) + 1) - (time.monotonic() - t0)))
                 samples.append((round(time.monotonic() - t0, 1), round(rss_mb(srv.proc.pid), 1)))
                 parts.append(memory_parts(srv.proc.pid))
