@@ -93,11 +93,16 @@ class OnnxSAM2:
                 if _sha256(path) != want:
                     raise OnnxModelError(f"{path} does not match the checksum in manifest.json (changed "
                                          "or truncated); export the model again")
-            self._sessions[name] = self._ort.InferenceSession(str(path), providers=self.providers)
+            opts = self._ort.SessionOptions()
+            opts.log_severity_level = 3  # errors only: not ONNX Runtime's notes on merged shape information
+            self._sessions[name] = self._ort.InferenceSession(str(path), opts, providers=self.providers)
         return self._sessions[name]
 
     def _run(self, name: str, **inputs) -> list[np.ndarray]:
-        return self.session(name).run(None, inputs)
+        """Run one graph on the inputs it takes (a graph leaves out an input its model does not
+        read: SAM 2.0's memory attention has no obj_ptr_offsets)."""
+        sess = self.session(name)
+        return sess.run(None, {i.name: inputs[i.name] for i in sess.get_inputs()})
 
     # ---- the model's steps ------------------------------------------------------------------
 
