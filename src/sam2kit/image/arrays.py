@@ -67,3 +67,56 @@ def check_points(coords, labels):
         bad = sorted(set(np.unique(labels).tolist()) - {0, 1})
         raise ValueError(f"point_labels must be 1 (foreground) or 0 (background), got {bad}")
     return coords, labels.astype(np.int32)
+
+
+def prompt_parts(prompt, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(points Nx2 float32, labels N int32, box 4 float32 or None) of one prompt of
+    ``predict_many``: a mapping or an object with points, labels and box."""
+    get = prompt.get if isinstance(prompt, dict) else (lambda name: getattr(prompt, name, None))
+    points, labels, box = get("points"), get("labels"), get("box")
+    points = np.zeros((0, 2), np.float32) if points is None else np.asarray(points, dtype=np.float32)
+    labels = np.zeros((0,), np.int32) if labels is None else np.asarray(labels)
+    if points.size == 0:
+        points = points.reshape(0, 2)
+    if points.ndim != 2 or points.shape[1] != 2 or labels.shape != points.shape[:1]:
+        raise ValueError(f"prompt {k}: points must be Nx2 (x, y) with one label each, got points "
+                         f"{points.shape} and labels {labels.shape}")
+    if box is not None:
+        box = np.asarray(box, dtype=np.float32).reshape(-1)
+        if box.shape != (4,):
+            raise ValueError(f"prompt {k}: box must be XYXY (4 numbers), got {box.size}")
+    if not len(points) and box is None:
+        raise ValueError(f"prompt {k} has neither points nor a box")
+    return points, labels.astype(np.int32), box
+
+
+def predict_many(predict, prompts, batch_size: int = 16, progress=None) -> list:
+    """The predictors' ``predict_many``, written once: ``prompts`` (see ``prompt_parts``) grouped
+    by shape (number of points, box or not), each group decoded ``batch_size`` prompts at a time
+    by ``predict(point_coords BxNx2 | None, point_labels BxN | None, box Bx4 | None)``, which
+    returns the predictor's (masks, scores, low_res_logits) numpy arrays (without the batch axis
+    for one prompt, as ``predict`` returns them). progress: an optional callable(done, total).
+    Returns one (masks CxHxW, scores C, low_res_logits Cxhxw) per prompt, in order."""
+    if isinstance(batch_size, bool) or int(batch_size) < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    batch_size = int(batch_size)
+    parts = [prompt_parts(pr, k) for k, pr in enumerate(prompts)]
+    groups: dict[tuple, list[int]] = {}
+    for k, (points, _, box) in enumerate(parts):
+        groups.setdefault((len(points), box is not None), []).append(k)
+    batches = [ks[i:i + batch_size] for ks in groups.values() for i in range(0, len(ks), batch_size)]
+    results: list = [None] * len(parts)
+    done = 0
+    for ks in batches:
+        has_points, has_box = bool(len(parts[ks[0]][0])), parts[ks[0]][2] is not None
+        masks, scores, logits = predict(np.stack([parts[k][0] for k in ks]) if has_points else None,
+                                        np.stack([parts[k][1] for k in ks]) if has_points else None,
+                                        np.stack([parts[k][2] for k in ks]) if has_box else None)
+        if masks.ndim == 3:  # a single prompt comes back without its batch axis
+            masks, scores, logits = masks[None], scores[None], logits[None]
+        for j, k in enumerate(ks):
+            results[k] = (masks[j], scores[j], logits[j])
+        done += len(ks)
+        if progress is not None:
+            progress(done, len(parts))
+    return results

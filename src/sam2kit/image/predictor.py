@@ -15,6 +15,7 @@ from sam2kit.build import FromPretrained
 from sam2kit.modeling.sam2 import ImageFeatures, SAM2Model
 from sam2kit.image.postprocess import fill_holes_and_remove_sprinkles
 from sam2kit.image.arrays import check_points as _check_points
+from sam2kit.image.arrays import predict_many as _predict_many
 from sam2kit.image.transforms import as_rgb_array, preprocess, resize_masks
 
 
@@ -171,30 +172,10 @@ class SAM2ImagePredictor(FromPretrained):
         if self._is_batch:
             raise RuntimeError("images were set with set_image_batch(...); use predict_batch(...)")
         self._require_image("before mask prediction")
-        if int(batch_size) < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        parts = [_prompt_parts(pr, k) for k, pr in enumerate(prompts)]
-        groups: dict[tuple, list[int]] = {}
-        for k, (points, _, box) in enumerate(parts):
-            groups.setdefault((len(points), box is not None), []).append(k)
-        batches = [ks[i:i + batch_size] for ks in groups.values() for i in range(0, len(ks), batch_size)]
-        results: list = [None] * len(parts)
-        done = 0
-        for ks in batches:
-            has_points, has_box = bool(len(parts[ks[0]][0])), parts[ks[0]][2] is not None
-            masks, scores, logits = self._predict_one(
-                0, np.stack([parts[k][0] for k in ks]) if has_points else None,
-                np.stack([parts[k][1] for k in ks]) if has_points else None,
-                np.stack([parts[k][2] for k in ks]) if has_box else None, None,
-                multimask_output, return_logits, True)
-            if masks.ndim == 3:  # a single prompt comes back without its batch axis
-                masks, scores, logits = masks[None], scores[None], logits[None]
-            for j, k in enumerate(ks):
-                results[k] = (masks[j], scores[j], logits[j])
-            done += len(ks)
-            if progress is not None:
-                progress(done, len(parts))
-        return results
+        return _predict_many(
+            lambda coords, labels, box: self._predict_one(0, coords, labels, box, None, multimask_output,
+                                                          return_logits, True),
+            prompts, batch_size, progress)
 
     @torch.inference_mode()
     def _predict_one(self, img_idx, point_coords, point_labels, box, mask_input,
@@ -270,27 +251,6 @@ class SAM2ImagePredictor(FromPretrained):
     def _require_image(self, what: str) -> None:
         if not self._is_image_set:
             raise RuntimeError(f"An image must be set with .set_image(...) {what}.")
-
-
-def _prompt_parts(prompt, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(points Nx2 float32, labels N int32, box 4 float32 or None) of one prompt of
-    ``predict_many``: a mapping or an object with points, labels and box."""
-    get = prompt.get if isinstance(prompt, dict) else (lambda name: getattr(prompt, name, None))
-    points, labels, box = get("points"), get("labels"), get("box")
-    points = np.zeros((0, 2), np.float32) if points is None else np.asarray(points, dtype=np.float32)
-    labels = np.zeros((0,), np.int32) if labels is None else np.asarray(labels)
-    if points.size == 0:
-        points = points.reshape(0, 2)
-    if points.ndim != 2 or points.shape[1] != 2 or labels.shape != points.shape[:1]:
-        raise ValueError(f"prompt {k}: points must be Nx2 (x, y) with one label each, got points "
-                         f"{points.shape} and labels {labels.shape}")
-    if box is not None:
-        box = np.asarray(box, dtype=np.float32).reshape(-1)
-        if box.shape != (4,):
-            raise ValueError(f"prompt {k}: box must be XYXY (4 numbers), got {box.size}")
-    if not len(points) and box is None:
-        raise ValueError(f"prompt {k} has neither points nor a box")
-    return points, labels.astype(np.int32), box
 
 
 def _to_input_frame(coords: torch.Tensor, normalize: bool, h: int, w: int, size: int) -> torch.Tensor:

@@ -7,13 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
-from sam2kit.image.arrays import as_rgb_array, check_points
+from sam2kit.image.arrays import as_rgb_array, check_points, predict_many
 from sam2kit.onnx import arrays
 from sam2kit.onnx.model import Features, OnnxSAM2
 
 
 class OnnxImagePredictor:
-    """``set_image`` / ``set_image_batch``, then ``predict`` / ``predict_batch`` as
+    """``set_image`` / ``set_image_batch``, then ``predict`` / ``predict_many`` / ``predict_batch`` as
     ``SAM2ImagePredictor`` (masks CxHxW float32 0/1 or logits, scores C, low-res logits
     Cx(S/4)x(S/4)). folder: what ``sam2kit export`` wrote; providers: ONNX Runtime execution
     providers (None: CPU). Masks are logits > mask_threshold; max_hole_area /
@@ -70,6 +70,19 @@ class OnnxImagePredictor:
         self._require_image("before mask prediction")
         return self._predict(0, point_coords, point_labels, box, mask_input, multimask_output,
                              return_logits, normalize_coords)
+
+    def predict_many(self, prompts, multimask_output: bool = True, return_logits: bool = False,
+                     batch_size: int = 16, progress=None) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """As ``SAM2ImagePredictor.predict_many``: each of many prompts (mappings or objects with
+        ``points``, ``labels``, ``box``) of the set image, those of one shape decoded together
+        ``batch_size`` at a time. Returns one (masks, scores, low_res_logits) per prompt."""
+        if self._is_batch:
+            raise RuntimeError("images were set with set_image_batch(...); use predict_batch(...)")
+        self._require_image("before mask prediction")
+        return predict_many(
+            lambda coords, labels, box: self._predict(0, coords, labels, box, None, multimask_output,
+                                                      return_logits, True),
+            prompts, batch_size, progress)
 
     def predict_batch(self, point_coords_batch=None, point_labels_batch=None, box_batch=None,
                       mask_input_batch=None, multimask_output: bool = True, return_logits: bool = False,
