@@ -296,3 +296,150 @@ def test_runtime_runs_without_torch(exported, frames_dir, tmp_path):
     video = np.stack([m > 0 for _, _, m in v.propagate_in_video(state, max_frame_num_to_track=5)])
     np.testing.assert_array_equal(got["video"], video)
     assert video.shape == (6, 2, 1, *sample_frames(1)[0].shape[:2]) and video.any()
+
+
+# ---- the command line on the export -------------------------------------------------------------
+
+def _masks_of(folder: Path, pattern: str) -> dict[str, np.ndarray]:
+    return {p.relative_to(folder).as_posix(): np.asarray(Image.open(p)) > 127
+            for p in sorted(folder.glob(pattern))}
+
+
+def _agreement(ours: dict, ref: dict) -> list[float]:
+    assert ours.keys() == ref.keys() and ours
+    return [float((ours[k] == ref[k]).mean()) for k in ref]
+
+
+def test_predict_many_matches_one_at_a_time(exported, model):
+    """predict_many (written once for both predictors) on the ONNX runtime: batched prompts give
+    what one call each gives, and what the torch predictor's predict_many gives."""
+    img = synthetic_image(300, 400, 3)
+    prompts = [{"points": [[50 + 30 * k, 60 + 20 * k]], "labels": [1]} for k in range(5)]
+    prompts += [{"points": None, "labels": None, "box": [10, 20, 200 + 10 * k, 150]} for k in range(2)]
+    prompts += [{"points": [[120, 90], [60, 60]], "labels": [1, 0], "box": [40, 30, 300, 250]}]
+    op, tp = OnnxImagePredictor(exported), SAM2ImagePredictor(model)
+    op.set_image(img)
+    tp.set_image(img)
+    calls = []
+    many = op.predict_many(prompts, batch_size=3, progress=lambda d, t: calls.append((d, t)))
+    assert calls[-1] == (len(prompts), len(prompts)) and len(calls) == 4  # 5 clicks in 2 batches, boxes, mixed
+    for pr, (masks, scores, low) in zip(prompts, many):
+        m1, s1, l1 = op.predict(pr["points"], pr["labels"], pr.get("box"))
+        assert float((masks == m1).mean()) >= 0.9999 and np.abs(scores - s1).max() <= 1e-5
+        assert np.abs(low - l1).max() <= 1e-3
+    for (masks, scores, _), (tm, ts, _) in zip(many, tp.predict_many(prompts)):
+        assert float((masks == tm).mean()) >= 0.9999 and np.abs(scores - ts).max() <= 1e-4
+    with pytest.raises(ValueError, match="prompt 0 has neither points nor a box"):
+        op.predict_many([{"points": None}])
+
+
+def test_image_command_on_the_export(ckpt, exported, tmp_path):
+    """`sam2kit image --onnx DIR` writes what the PyTorch model's run writes (masks agree on
+    >= 99.99% of pixels, scores within 1e-4) and says which runtime made it."""
+    from sam2kit.cli import main
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(synthetic_image(360, 480, 4)).save(photo)
+    prompts = ["--point", "120,90", "--point", "300,200:0", "--box", "60,40,400,300"]
+    assert main(["image", str(photo), "--onnx", str(exported), "-o", str(tmp_path / "onnx"), "-q", *prompts]) == 0
+    assert main(["image", str(photo), "--model", NAME, "--checkpoint", str(ckpt), "--resolution", str(SIZE),
+                 "-o", str(tmp_path / "torch"), "-q", *prompts]) == 0
+    assert main(["image", str(photo), "--backend", "onnx", "--onnx", str(exported), "--grid", "2x2",
+                 "-o", str(tmp_path / "grid-onnx"), "-q"]) == 0
+    assert main(["image", str(photo), "--model", NAME, "--checkpoint", str(ckpt), "--resolution", str(SIZE),
+                 "--grid", "2x2", "-o", str(tmp_path / "grid-torch"), "-q"]) == 0
+    for a, b in (("onnx", "torch"), ("grid-onnx", "grid-torch")):
+        eqs = _agreement(_masks_of(tmp_path / a, "mask_*.png"), _masks_of(tmp_path / b, "mask_*.png"))
+        assert min(eqs) >= 0.9999, (a, eqs)
+        ro, rt = (json.loads((tmp_path / d / "results.json").read_text()) for d in (a, b))
+        assert ro["backend"] == "onnx" and ro["onnx"]["providers"] == ["CPUExecutionProvider"]
+        assert ro["model_config"] == NAME and ro["resolution"] == SIZE and rt["backend"] == "torch"
+        for po, pt in zip(ro["prompts"], rt["prompts"]):
+            assert po["chosen_candidate"] == pt["chosen_candidate"]
+            assert np.abs(np.subtract(po["candidate_scores"], pt["candidate_scores"])).max() <= 1e-4
+    assert len(_masks_of(tmp_path / "grid-onnx", "mask_*.png")) == 4
+
+
+def test_video_command_on_the_export(ckpt, exported, frames_dir, tmp_path):
+    """`sam2kit video --onnx DIR` on a frame folder: two objects (one on a later frame), the
+    same masks as the PyTorch model's run (>= 99.9% on average, >= 99% on the worst frame)."""
+    from sam2kit.cli import main
+
+    prompts = ["--point", "0:200,150", "--box", "3:20,30,200,180@2", "--max-frames", "8"]
+    assert main(["video", str(frames_dir), "--onnx", str(exported), "-o", str(tmp_path / "onnx"), "-q",
+                 *prompts]) == 0
+    assert main(["video", str(frames_dir), "--model", NAME, "--checkpoint", str(ckpt), "--resolution",
+                 str(SIZE), "-o", str(tmp_path / "torch"), "-q", *prompts]) == 0
+    ours, ref = (_masks_of(tmp_path / d, "masks/[0-9]*/*.png") for d in ("onnx", "torch"))
+    assert len(ref) == 16  # 8 frames x 2 objects
+    eqs = _agreement(ours, ref)
+    assert np.mean(eqs) >= 0.999 and min(eqs) >= 0.99, eqs
+    ro, rt = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("onnx", "torch"))
+    assert ro["backend"] == "onnx" and ro["tracking"]["complete"] and len(ro["frames"]) == 8
+    for fo, ft in zip(ro["frames"], rt["frames"]):
+        for oo, ot in zip(fo["objects"], ft["objects"]):
+            if ot["object_score"] is not None:
+                assert abs(oo["object_score"] - ot["object_score"]) <= 1e-3
+    assert (tmp_path / "onnx" / "overlay.mp4").stat().st_size > 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["image", "--backend", "onnx"], "give that folder with --onnx DIR"),
+    (["image", "--onnx", "{tmp}/missing"], "does not exist"),
+    (["image", "--onnx", "{tmp}"], "holds no manifest.json"),
+    (["image", "--onnx", "{export}", "--precision", "bf16"], "--precision bf16 does not apply to an ONNX export"),
+    (["image", "--onnx", "{export}", "--model", "small", "--int8"], "--model, --int8 do not apply"),
+    (["image", "--onnx", "{export}", "--resolution", "1024"], f"was made at {SIZE} px"),
+    (["image", "--onnx", "{export}", "--auto"], "automatic masks (--auto) run on the PyTorch model only"),
+    (["image", "--onnx", "{export}", "--device", "mps"], "use cpu, auto or cuda"),
+    (["video", "--onnx", "{export}", "--follow", "{tmp}"], "a live source"),
+])
+def test_onnx_options_refused(exported, tmp_path, capsys, argv, message):
+    """Options an export cannot honour are refused up front: exit 2, one line naming the fix,
+    no output folder."""
+    from sam2kit.cli import main
+
+    argv = [a.format(tmp=tmp_path, export=exported) for a in argv] + ["-o", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_sam2_0_exports_and_tracks(tmp_path_factory, frames_dir):
+    """A SAM 2.0 model (no temporal encoding on object pointers: its memory attention graph takes
+    no obj_ptr_offsets) exports, and its ONNX runtime tracks as the torch model does."""
+    from sam2kit.build import build_model
+    from sam2kit.cli import main
+    from sam2kit.configs import get_config
+
+    name, size = "sam2-hiera-tiny", 256
+    torch.manual_seed(0)
+    sd = build_model(get_config(name)).state_dict()
+    gen = torch.Generator().manual_seed(2)
+    for v in sd.values():
+        if v.is_floating_point():
+            v.add_(0.02 * torch.randn(v.shape, generator=gen))
+    sd["sam_mask_decoder.pred_obj_score_head.layers.2.bias"].fill_(8.0)
+    tmp = tmp_path_factory.mktemp("onnx20")
+    torch.save({"model": sd}, tmp / "tiny20.pt")
+    assert main(["export", "--model", name, "--checkpoint", str(tmp / "tiny20.pt"), "--resolution", str(size),
+                 "-o", str(tmp / "export"), "-q"]) == 0
+    man = json.loads((tmp / "export" / "manifest.json").read_text())
+    assert man["model"]["add_tpos_enc_to_obj_ptrs"] is False
+    inputs = [i["name"] for i in man["files"]["memory_attention"]["inputs"]]
+    assert "obj_ptr_offsets" not in inputs and "obj_ptrs" in inputs
+    assert max(e for per in man["max_abs_error_vs_eager"].values() for e in per.values()) < 1e-4
+    op = OnnxVideoPredictor(tmp / "export")
+    tp = SAM2VideoPredictor(build_sam2(name, checkpoint=tmp / "tiny20.pt", image_size=size))
+    results = []
+    for pred in (op, tp):
+        state = pred.init_state(str(frames_dir))
+        pred.add_new_points_or_box(state, 0, 1, points=[[200, 150]], labels=[1])
+        pred.add_new_points_or_box(state, 2, 2, box=[20, 30, 200, 180])
+        results.append(np.stack([np.asarray(m if isinstance(m, np.ndarray) else m.numpy()) > 0
+                                 for _, _, m in pred.propagate_in_video(state, max_frame_num_to_track=7)]))
+        state.close()
+    eqs = [float((a == b).mean()) for a, b in zip(*[r.reshape(-1, *r.shape[-2:]) for r in results])]
+    assert results[0].shape == results[1].shape and results[0].any()
+    assert np.mean(eqs) >= 0.999 and min(eqs) >= 0.99, eqs

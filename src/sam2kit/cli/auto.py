@@ -10,7 +10,7 @@ import numpy as np
 
 from sam2kit.jobs.auto import run_auto, settings  # noqa: F401 - for callers
 
-from sam2kit.cli.common import CLIError
+from sam2kit.cli.common import CLIError, model_line
 
 HELP = """\
 --auto: segment everything. A grid of single clicks covers the image; each click's candidate
@@ -79,7 +79,7 @@ def summary_auto(results: dict, output: Path) -> str:
     s = results["settings"]
     anns = results["annotations"]
     lines = [f"image    {img['file_name']} ({img['width']}x{img['height']})",
-             f"model    {results['model_config']} at {results['resolution']} px on {results['device']}",
+             model_line(results),
              f"grid     {s['points_per_side']}x{s['points_per_side']} clicks, crop layers {s['crop_n_layers']}",
              f"timings  load {t['load_model']:.2f} s, generate {t['generate']:.2f} s, write {t['write']:.2f} s"]
     if anns:

@@ -42,7 +42,10 @@ def resolution(text: str) -> int:
     return value
 
 
-def add_model_options(p: argparse.ArgumentParser, resolution_help: str | None = None) -> None:
+def add_model_options(p: argparse.ArgumentParser, resolution_help: str | None = None,
+                      onnx: bool = False) -> None:
+    """The model options; ``onnx``: also ``--onnx DIR`` and ``--backend onnx`` (a command that can
+    run an export of ``sam2kit export`` on ONNX Runtime)."""
     g = p.add_argument_group("model")
     g.add_argument("--model", metavar="MODEL", default=None,
                    help="tiny, small, base-plus or large (SAM 2; add --sam2.1 for SAM 2.1), a "
@@ -67,10 +70,17 @@ def add_model_options(p: argparse.ArgumentParser, resolution_help: str | None = 
                         "image takes a minute or more, later ones are faster)")
     s.add_argument("--int8", action="store_true",
                    help="int8 dynamic quantisation of the linear layers (CPU only)")
-    s.add_argument("--backend", choices=BACKENDS, default="torch",
+    s.add_argument("--backend", choices=BACKENDS + (("onnx",) if onnx else ()), default="torch",
                    help="openvino: run the image encoder on OpenVINO (pip install 'sam2kit[openvino]'; "
                         "CPU; with --precision bf16 the fastest encoder on CPUs with native bf16; the "
-                        "first run of a model exports it, cached) (default: torch)")
+                        "first run of a model exports it, cached)"
+                        + ("; onnx: run the whole model from an ONNX export on ONNX Runtime (--onnx DIR)"
+                           if onnx else "") + " (default: torch)")
+    if onnx:
+        g.add_argument("--onnx", type=Path, metavar="DIR",
+                       help="a folder written by `sam2kit export`: run that model on ONNX Runtime "
+                            "(implies --backend onnx; --device cpu or cuda picks the execution provider; "
+                            "pip install 'sam2kit[onnx]'; see docs/export.md)")
 
 
 # ---- the output folder --------------------------------------------------------------------
@@ -124,6 +134,14 @@ def fields_of(cls, args, **given):
             v = getattr(args, f.name)
             values[f.name] = tuple(v) if isinstance(v, list) else v
     return cls(**values)
+
+
+def model_line(results: dict) -> str:
+    """The summary's model line: name, input size, device, and the runtime when not PyTorch."""
+    backend = results.get("backend", "torch")
+    runtime = {"torch": "", "onnx": " (ONNX Runtime)", "openvino": " (image encoder on OpenVINO)"}.get(
+        backend, f" ({backend})")
+    return f"model    {results['model_config']} at {results['resolution']} px on {results['device']}{runtime}"
 
 
 def model_spec(args) -> ModelSpec:

@@ -16,7 +16,7 @@ from sam2kit.cli import prompts as P
 from sam2kit.cli.auto import add_auto_options, check_auto_args, summary_auto
 from sam2kit.cli.common import (Console, StagedOutput, add_feedback_options, add_format_options,
                                 add_model_options, add_output_options, check_model_options, fields_of,
-                                model_spec)
+                                model_line, model_spec)
 
 DESCRIPTION = """\
 Segment a photo with SAM 2 from prompts and write, into the output folder:
@@ -53,7 +53,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    help="refuse pictures of more than N pixels, a guard against decompression bombs "
                         f"(default: {DEFAULT_MAX_PIXELS}, Pillow's)")
     add_auto_options(p)
-    add_model_options(p)
+    add_model_options(p, onnx=True)
     add_feedback_options(p)
     p.set_defaults(run=command)
     return p
@@ -82,7 +82,7 @@ def command(args, console: Console) -> tuple[dict, str]:
 def summary(results: dict, output: Path) -> str:
     t, img = results["timings_s"], results["image"]
     lines = [f"image    {img['path']} ({img['width']}x{img['height']})",
-             f"model    {results['model_config']} at {results['resolution']} px on {results['device']}",
+             model_line(results),
              f"timings  load {t['load_model']:.2f} s, set_image {t['set_image']:.3f} s, predict "
              f"{t['predict_total']:.3f} s ({t['predict_mean'] * 1000:.1f} ms a prompt)",
              f"{'k':>3} {'prompt':<26} {'score':>7}  {'candidates':<22} {'area':>8}  bbox"]

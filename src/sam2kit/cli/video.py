@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from sam2kit.jobs import video as job
+from sam2kit.jobs.model import uses_onnx
 from sam2kit.jobs.video import DEFAULT_FPS, VideoJob
 
 from sam2kit.cli import live
@@ -61,7 +62,7 @@ def add_parser(sub) -> argparse.ArgumentParser:
                    metavar="FRAME:X0,Y0,X1,Y1[@OBJ]", help="a box on frame FRAME for object OBJ")
     add_tracking_options(p)
     live.add_live_options(p)
-    add_model_options(p)
+    add_model_options(p, onnx=True)
     add_feedback_options(p)
     p.set_defaults(run=command)
     return p
@@ -105,6 +106,9 @@ def add_tracking_options(p: argparse.ArgumentParser) -> None:
 def command(args, console: Console) -> tuple[dict, str]:
     check_model_options(args)  # fail fast, before anything slow
     if live.is_live(args):
+        if uses_onnx(model_spec(args)):
+            raise CLIError("--onnx tracks video files and frame folders; a live source (camera, stream, "
+                           "--follow) runs on the PyTorch model's stream session: leave --onnx out")
         if args.formats:  # live results are a frames.jsonl stream: nothing to convert at the end
             raise CLIError("--format is for files and frame folders; a live source's results are "
                            "frames.jsonl, written as frames arrive (convert a saved run instead)")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from sam2kit.cli.common import model_line
+
 
 def summary(results: dict, output: Path) -> str:
     v, t, fps = results["video"], results["timings_s"], results["frames_per_second"]
     lines = [f"video    {v['path']} ({v['width']}x{v['height']}, {v['num_frames']} frames)",
-             f"model    {results['model_config']} at {results['resolution']} px on {results['device']}",
+             model_line(results),
              f"tracked  {results['totals']['frames']} frames in {t['tracking']:.1f} s "
              f"({fps['tracking'] or 0:.2f} frames/s; {fps['with_writing'] or 0:.2f} with writing)"]
     for o in results["totals"]["objects"]:

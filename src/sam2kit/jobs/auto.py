@@ -15,7 +15,8 @@ from sam2kit.image.automatic import coco_annotations
 from sam2kit.image.io import DEFAULT_MAX_PIXELS
 from sam2kit.jobs.common import Console, sample, write_export_formats
 from sam2kit.jobs.image import load_image
-from sam2kit.jobs.model import ModelSpec, load_model
+from sam2kit.errors import InputError
+from sam2kit.jobs.model import ModelSpec, load_model, uses_onnx
 from sam2kit.outputs import colour, mask_png, save_json, tint
 
 
@@ -51,6 +52,9 @@ def run_auto(args: AutoJob, console: Console, out: Path, model=None, model_info=
     already loaded (batch runs, with ``model_info``), else ``model_spec``'s is loaded (None: the
     default model). Returns results."""
     t_start = time.perf_counter()
+    if model_spec is not None and uses_onnx(model_spec):
+        raise InputError("automatic masks (--auto) run on the PyTorch model only: the ONNX runtime has "
+                         "prompts, not the mask generator's crops and de-duplication; leave --onnx out")
     path = (args.image or sample("sample_photo.png")).expanduser()
     image = load_image(path, args.max_pixels)
     h, w = image.shape[:2]

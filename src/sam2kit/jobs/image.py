@@ -11,12 +11,11 @@ from pathlib import Path
 import numpy as np
 
 import sam2kit
-from sam2kit import SAM2ImagePredictor
 from sam2kit.errors import InputError
 from sam2kit.image.io import DEFAULT_MAX_PIXELS, ImageReadError, allow_pixels, read_image
 from sam2kit.jobs import prompts as P
 from sam2kit.jobs.common import Console, sample, write_export_formats
-from sam2kit.jobs.model import ModelSpec, load_model
+from sam2kit.jobs.model import ModelSpec, image_predictor, load_model
 from sam2kit.outputs import (BBOX_FORMAT, colour, draw_prompt, grid_composite, mask_png, mask_stats,
                              save_json, tint)
 
@@ -107,7 +106,7 @@ def run(args: ImageJob, console: Console, out: Path, model=None, model_info=None
     if model is None:
         spec = model_spec or ModelSpec()
         model, model_info = load_model(spec, console, spec.resolution)
-    predictor = SAM2ImagePredictor(model)
+    predictor = image_predictor(model)  # (the ONNX runtime's for an export)
     t0 = time.perf_counter()
     predictor.set_image(image)
     set_image_s = time.perf_counter() - t0

@@ -14,14 +14,13 @@ import numpy as np
 from PIL import Image
 
 import sam2kit
-from sam2kit import SAM2VideoPredictor
 from sam2kit.devices import RELEASE_EVERY
 from sam2kit.errors import InputError
 from sam2kit.jobs import prompts as P
 from sam2kit.jobs.common import Console, one_line, sample, write_export_formats
 from sam2kit.jobs.layout import Layout
 from sam2kit.jobs.live_results import RunningTotals
-from sam2kit.jobs.model import ModelSpec, load_model
+from sam2kit.jobs.model import ModelSpec, load_model, video_predictor
 from sam2kit.outputs import (BBOX_FORMAT, Mp4Writer, colour, draw_prompt, mask_png, mask_stats, palette_png,
                              save_json, tint)
 from sam2kit.video.io import IMAGE_EXTENSIONS, FrameSource, open_frames
@@ -163,7 +162,7 @@ def track(predictor, state, writer: FrameWriter, start: int, n: int, reverse: bo
     """Propagate, writing every frame as it comes; returns the time spent in the model and in
     writing."""
     gen = predictor.propagate_in_video(state, start_frame_idx=start, max_frame_num_to_track=n - 1,
-                                       reverse=reverse, progress=False)
+                                       reverse=reverse, **torch_only(predictor, progress=False))
     model_s = write_s = 0.0
     with console.progress(total=n, desc="tracking", unit="frame") as bar:
         while True:
@@ -174,12 +173,27 @@ def track(predictor, state, writer: FrameWriter, start: int, n: int, reverse: bo
                 break
             t1 = time.perf_counter()
             frame = state.frames.get(f)
-            masks = writer.write(f, frame, logits[:, 0].float().cpu().numpy())
+            masks = writer.write(f, frame, as_numpy(logits[:, 0]))
             on_frame(f, masks, object_scores(state, f))
             t2 = time.perf_counter()
             model_s, write_s = model_s + t1 - t0, write_s + t2 - t1
             bar.update(1)
     return {"model": model_s, "write": write_s}
+
+
+def torch_only(predictor, **options) -> dict:
+    """``options`` that only the PyTorch predictor takes (progress bars, releasing the allocator's
+    memory), left out for the ONNX runtime's."""
+    from sam2kit.onnx.video import OnnxVideoPredictor
+
+    return {} if isinstance(predictor, OnnxVideoPredictor) else options
+
+
+def as_numpy(masks) -> np.ndarray:
+    """Masks from either predictor (a torch tensor, or the ONNX runtime's numpy array) as float32 numpy."""
+    if isinstance(masks, np.ndarray):
+        return masks.astype(np.float32, copy=False)
+    return masks.float().cpu().numpy()
 
 
 def add_prompts(predictor, state, prompts: list[P.Prompt]) -> None:
@@ -288,9 +302,9 @@ def run(args: "VideoJob", console: Console, out: Path, model=None, model_info=No
         if model is None:
             spec = model_spec or ModelSpec()
             model, model_info = load_model(spec, console, spec.resolution)
-        predictor = SAM2VideoPredictor(model)
+        predictor = video_predictor(model)  # (the ONNX runtime's for an export)
         t0 = time.perf_counter()
-        state = predictor.init_state(frames, release_memory_every=RELEASE_EVERY)
+        state = predictor.init_state(frames, **torch_only(predictor, release_memory_every=RELEASE_EVERY))
         add_prompts(predictor, state, prompts)
         prompt_s = time.perf_counter() - t0
         obj_ids = list(state.obj_ids)

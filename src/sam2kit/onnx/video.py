@@ -78,6 +78,15 @@ class OnnxVideoState:
     def obj_ids(self) -> list:
         return [o.obj_id for o in self.objects]
 
+    def object_scores(self, frame_idx: int) -> list[float | None]:
+        """Each object's object-score logit on ``frame_idx`` (> 0: the object is visible), in
+        ``obj_ids`` order; None for an object without a result there (as VideoSession's)."""
+        scores = []
+        for obj in self.objects:
+            r = obj.output(frame_idx)
+            scores.append(None if r is None else float(r.object_score_logits.reshape(-1)[0]))
+        return scores
+
     def obj(self, obj_id, create: bool = False) -> ObjectTrack | None:
         for o in self.objects:
             if o.obj_id == obj_id:
