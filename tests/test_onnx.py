@@ -95,6 +95,9 @@ def test_manifest_describes_the_files(exported):
         graph = onnx.load(str(path), load_external_data=False)
         assert [i.name for i in graph.graph.input] == [i["name"] for i in entry["inputs"]], name
         assert [o.name for o in graph.graph.output] == [o["name"] for o in entry["outputs"]], name
+        values = [n.attribute[0].t.SerializeToString() for n in graph.graph.node
+                  if n.op_type == "Constant" and n.attribute[0].name == "value"]
+        assert len(values) == len(set(values)), f"{name}: a constant table is written more than once"
     ma = {i["name"]: i["shape"] for i in man["files"]["memory_attention"]["inputs"]}
     assert ma["memory"][0] == "M" and ma["obj_ptrs"][0] == "P" and ma["memory_slots"] == ["M"]
     pd = {i["name"]: i["shape"] for i in man["files"]["prompt_decoder"]["inputs"]}

@@ -116,6 +116,9 @@ def _export_one(name: str, model: SAM2Model, spec, path: Path) -> dict:
         raise ExportError(f"{name}: the TorchScript ONNX exporter failed ({type(e).__name__}: {e}); "
                           "an operator named above has no ONNX symbolic at opset "
                           f"{OPSET}") from e
+    graph_file = onnx.load(str(path))
+    if share_constants(graph_file.graph):
+        onnx.save(graph_file, str(path))
     onnx.checker.check_model(str(path), full_check=True)
     # an input the module does not read is not in the graph (SAM 2.0's memory attention adds no
     # temporal encoding to object pointers, so it has no obj_ptr_offsets): list what the graph takes
@@ -123,6 +126,56 @@ def _export_one(name: str, model: SAM2Model, spec, path: Path) -> dict:
     names = [n for n in inputs if n in kept]
     return {"file": path.name, "inputs": _io_table(names, [inputs[n] for n in names], axes),
             "outputs": _io_table(out_names, expected, axes)}
+
+
+def share_constants(graph) -> int:
+    """Keep one Constant node per distinct value in ``graph`` (an onnx GraphProto), in place: the
+    TorchScript exporter writes a table once per use (memory attention's RoPE cos/sin tables,
+    one copy per attention layer and per use: most of the file at 1024 px). The kept nodes move
+    to the front (a Constant has no inputs, so every use still comes after it) and the uses of
+    the dropped ones read the kept ones. Returns the number of nodes dropped."""
+    outputs = {o.name for o in graph.output}
+    kept: dict[tuple, str] = {}
+    rename: dict[str, str] = {}
+    front, rest = [], []
+    for node in graph.node:
+        value = node.attribute[0].t if node.op_type == "Constant" and len(node.attribute) == 1 \
+            and node.attribute[0].name == "value" else None
+        if value is None or node.output[0] in outputs:
+            rest.append(node)
+            continue
+        unnamed = type(value)()
+        unnamed.CopyFrom(value)
+        unnamed.name = ""
+        key = (hashlib.sha256(unnamed.SerializeToString()).digest(),)
+        if key in kept:
+            rename[node.output[0]] = kept[key]
+        else:
+            kept[key] = node.output[0]
+            front.append(node)
+    if not rename:
+        return 0
+    _rename_inputs(rest, rename)
+    del graph.node[:]
+    graph.node.extend(front + rest)
+    return len(rename)
+
+
+def _rename_inputs(nodes, rename: dict[str, str]) -> None:
+    """Point the inputs of ``nodes`` (and of their subgraphs, which may read outer names) at
+    ``rename``'s targets."""
+    import onnx
+
+    for node in nodes:
+        for i, name in enumerate(node.input):
+            if name in rename:
+                node.input[i] = rename[name]
+        for attr in node.attribute:
+            if attr.type == onnx.AttributeProto.GRAPH:
+                _rename_inputs(attr.g.node, rename)
+            elif attr.type == onnx.AttributeProto.GRAPHS:
+                for g in attr.graphs:
+                    _rename_inputs(g.node, rename)
 
 
 def _max_errors(model: SAM2Model, folder: Path) -> dict:
