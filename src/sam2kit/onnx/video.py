@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from sam2kit.video import tracking as rules
+from sam2kit.video.state_machine import TrackingSteps
 from sam2kit.image.arrays import resize_frame
 from sam2kit.onnx import arrays
 from sam2kit.onnx.model import Features, OnnxSAM2
@@ -87,14 +88,28 @@ class OnnxVideoState:
             scores.append(None if r is None else float(r.object_score_logits.reshape(-1)[0]))
         return scores
 
-    def obj(self, obj_id, create: bool = False) -> ObjectTrack | None:
-        for o in self.objects:
+    def obj_idx(self, obj_id, create: bool = False) -> int | None:
+        for i, o in enumerate(self.objects):
             if o.obj_id == obj_id:
-                return o
+                return i
         if not create:
             return None
         self.objects.append(ObjectTrack(obj_id))
-        return self.objects[-1]
+        return len(self.objects) - 1
+
+    def obj(self, obj_id, create: bool = False) -> ObjectTrack | None:
+        idx = self.obj_idx(obj_id, create)
+        return None if idx is None else self.objects[idx]
+
+    def drop_object(self, idx: int) -> None:
+        obj = self.objects.pop(idx)
+        for d in (obj.cond, obj.non_cond, obj.temp_cond, obj.temp_non_cond):
+            for r in d.values():
+                self.discard(r)
+
+    def clear(self) -> None:
+        for idx in range(len(self.objects) - 1, -1, -1):
+            self.drop_object(idx)
 
     def load(self, r: Result) -> Result:
         if r.pred_masks is None and r.spill_path is not None:
@@ -124,7 +139,7 @@ class OnnxVideoState:
             r.spill_path = None
 
     def close(self) -> None:
-        self.objects.clear()
+        self.clear()
         self._features.clear()
         close = getattr(self.frames, "close", None)
         if close is not None:
@@ -143,7 +158,7 @@ class OnnxVideoState:
             shutil.rmtree(spill, ignore_errors=True)
 
 
-class OnnxVideoPredictor:
+class OnnxVideoPredictor(TrackingSteps):
     """``init_state``, ``add_new_points_or_box``, ``add_new_mask``, ``propagate_in_video``
     (forward and reverse), ``clear_all_prompts_in_frame``, ``remove_object``, ``reset_state``
     as ``SAM2VideoPredictor``; masks are NumPy float32 logits [num_objects, 1, H, W].
@@ -189,11 +204,7 @@ class OnnxVideoPredictor:
 
     def reset_state(self, inference_state: OnnxVideoState) -> None:
         """Remove every object, prompt and result."""
-        for obj in inference_state.objects:
-            for d in (obj.cond, obj.non_cond, obj.temp_cond, obj.temp_non_cond):
-                for r in d.values():
-                    inference_state.discard(r)
-        inference_state.objects.clear()
+        inference_state.clear()
 
     def _features(self, s: OnnxVideoState, frame_idx: int) -> Features:
         f = s._features.get(frame_idx)
@@ -259,21 +270,9 @@ class OnnxVideoPredictor:
         obj.point_inputs.pop(frame_idx, None)
         return self._prompt_frame(s, obj, frame_idx, None, m)
 
-    def _prompt_frame(self, s, obj, frame_idx, points, mask):
-        is_init = frame_idx not in obj.frames_tracked
-        reverse = False if is_init else obj.frames_tracked[frame_idx]
-        is_cond = is_init or self.add_all_frames_to_correct_as_cond
-        prev_logits = None
-        if points is not None:
-            prev = obj.output(frame_idx, is_cond)
-            if prev is not None:
-                prev_logits = np.clip(s.load(prev).pred_masks, -32.0, 32.0)
-        out = self._run_frame(s, obj, frame_idx, is_init, points, mask, reverse, False, prev_logits)
-        temp = obj.temp_cond if is_cond else obj.temp_non_cond
-        if frame_idx in temp:
-            s.discard(temp[frame_idx])
-        temp[frame_idx] = out
-        return frame_idx, s.obj_ids, self._video_res(s, self._consolidate(s, frame_idx, is_cond))
+    @staticmethod
+    def _prompt_logits(s, r: Result) -> np.ndarray:
+        return np.clip(r.pred_masks, -32.0, 32.0)
 
     # ---- one frame, one object -----------------------------------------------------------------
 
@@ -296,7 +295,7 @@ class OnnxVideoPredictor:
         low_res = head.low_res_masks
         if self.fill_hole_area > 0:
             low_res = arrays.fill_small_holes(low_res, self.fill_hole_area)
-        return Result(low_res, head.obj_ptr, head.object_score_logits, mem)
+        return Result(low_res, head.obj_ptr, head.object_score_logits, mem), low_res
 
     def _encode_memory(self, s, f, high_res_masks, object_score_logits, from_points: bool) -> np.ndarray:
         binarize = self.binarize_mask_from_pts_for_mem_enc and from_points
@@ -317,122 +316,39 @@ class OnnxVideoPredictor:
 
     def propagate_in_video_preflight(self, inference_state: OnnxVideoState) -> None:
         """Encode the memories of newly prompted frames and move them to the kept results."""
-        s = inference_state
-        if not s.objects:
-            raise RuntimeError("No input points or masks are provided for any object; please add inputs first.")
-        size = (self.image_size, self.image_size)
-        for obj in s.objects:
-            for is_cond in (False, True):
-                temp = obj.temp_cond if is_cond else obj.temp_non_cond
-                kept = obj.cond if is_cond else obj.non_cond
-                for frame_idx, out in temp.items():
-                    if out.maskmem_features is None:
-                        high_res = arrays.resize(out.pred_masks, size)
-                        out.maskmem_features = self._encode_memory(s, self._features(s, frame_idx), high_res,
-                                                                   out.object_score_logits, True)
-                    if frame_idx in kept and kept[frame_idx] is not out:
-                        s.discard(kept[frame_idx])
-                    kept[frame_idx] = out
-                    if self.clear_non_cond_mem_around_input:
-                        self._clear_non_cond_mem_around(s, frame_idx)
-                temp.clear()
-            if not obj.cond:
-                raise RuntimeError(f"No input points or masks are provided for object id {obj.obj_id}; "
-                                   "please add inputs first.")
-            for frame_idx in obj.cond:
-                dropped = obj.non_cond.pop(frame_idx, None)
-                if dropped is not None:
-                    s.discard(dropped)
+        self._preflight(inference_state)
+
+    def _encode_prompt_memory(self, s, frame_idx: int, out: Result) -> None:
+        high_res = arrays.resize(out.pred_masks, (self.image_size, self.image_size))
+        out.maskmem_features = self._encode_memory(s, self._features(s, frame_idx), high_res,
+                                                   out.object_score_logits, True)
 
     def propagate_in_video(self, inference_state: OnnxVideoState, start_frame_idx: int | None = None,
                            max_frame_num_to_track: int | None = None, reverse: bool = False):
         """Yields (frame_idx, obj_ids, masks [num_objects, 1, H, W] float32 logits)."""
         s = inference_state
-        self.propagate_in_video_preflight(s)
-        if start_frame_idx is None:
-            start_frame_idx = min(t for o in s.objects for t in o.cond)
-        self._check_frame(s, start_frame_idx)
-        if max_frame_num_to_track is None:
-            max_frame_num_to_track = s.num_frames
-        for frame_idx in rules.track_order(start_frame_idx, max_frame_num_to_track, s.num_frames, reverse):
+        for frame_idx in self._propagation_order(s, start_frame_idx, max_frame_num_to_track, reverse):
             yield frame_idx, s.obj_ids, self._track_frame(s, frame_idx, reverse)
 
-    def _track_frame(self, s, frame_idx, reverse) -> np.ndarray:
-        per_obj = []
-        for obj in s.objects:
-            if frame_idx in obj.cond:
-                low_res = s.load(obj.cond[frame_idx]).pred_masks
-                if self.clear_non_cond_mem_around_input:
-                    self._clear_non_cond_mem_around(s, frame_idx)
-            else:
-                out = self._run_frame(s, obj, frame_idx, False, None, None, reverse, True)
-                low_res = out.pred_masks
-                if frame_idx in obj.non_cond:
-                    s.discard(obj.non_cond[frame_idx])
-                obj.non_cond[frame_idx] = out
-            obj.frames_tracked[frame_idx] = reverse
-            per_obj.append(low_res)
-        s.trim(frame_idx)
-        return self._video_res(s, np.concatenate(per_obj, 0))
+    @staticmethod
+    def _resident_logits(s, r: Result) -> np.ndarray:
+        return r.pred_masks
 
-    def _clear_non_cond_mem_around(self, s, frame_idx) -> None:
-        r = self.memory_temporal_stride_for_eval * self.num_maskmem
-        for obj in s.objects:
-            for t in range(frame_idx - r, frame_idx + r + 1):
-                dropped = obj.non_cond.pop(t, None)
-                if dropped is not None:
-                    s.discard(dropped)
+    @staticmethod
+    def _concat(masks: list) -> np.ndarray:
+        return np.concatenate(masks, 0)
 
     # ---- editing -------------------------------------------------------------------------------
 
     def clear_all_prompts_in_frame(self, inference_state: OnnxVideoState, frame_idx: int, obj_id,
                                    need_output: bool = True):
         """Remove ``obj_id``'s prompts on ``frame_idx``."""
-        s = inference_state
-        obj = s.obj(obj_id, create=True)
-        obj.point_inputs.pop(frame_idx, None)
-        obj.mask_inputs.pop(frame_idx, None)
-        for temp in (obj.temp_cond, obj.temp_non_cond):
-            dropped = temp.pop(frame_idx, None)
-            if dropped is not None:
-                s.discard(dropped)
-        out = obj.cond.pop(frame_idx, None)
-        if out is not None:
-            if frame_idx in obj.non_cond:
-                s.discard(obj.non_cond[frame_idx])
-            obj.non_cond[frame_idx] = out
-            obj.frames_tracked.pop(frame_idx, None)
-        if not need_output:
-            return None
-        is_cond = any(frame_idx in o.temp_cond for o in s.objects)
-        return frame_idx, s.obj_ids, self._video_res(s, self._consolidate(s, frame_idx, is_cond))
+        return self._clear_prompts(inference_state, frame_idx, obj_id, need_output)
 
     def remove_object(self, inference_state: OnnxVideoState, obj_id, strict: bool = False,
                       need_output: bool = True):
         """Remove an object. Returns (obj_ids, [(frame_idx, masks) of its prompted frames])."""
-        s = inference_state
-        obj = s.obj(obj_id)
-        if obj is None:
-            if not strict:
-                return s.obj_ids, []
-            raise RuntimeError(f"Cannot remove object id {obj_id} as it doesn't exist. "
-                               f"All existing object ids: {s.obj_ids}.")
-        if len(s.objects) == 1:
-            self.reset_state(s)
-            return s.obj_ids, []
-        frames = set(obj.point_inputs) | set(obj.mask_inputs)
-        for frame_idx in frames:
-            self.clear_all_prompts_in_frame(s, frame_idx, obj_id, need_output=False)
-        for d in (obj.cond, obj.non_cond, obj.temp_cond, obj.temp_non_cond):
-            for r in d.values():
-                s.discard(r)
-        s.objects.remove(obj)
-        updated = []
-        if need_output:
-            for frame_idx in frames:
-                is_cond = any(frame_idx in o.temp_cond for o in s.objects)
-                updated.append((frame_idx, self._video_res(s, self._consolidate(s, frame_idx, is_cond))))
-        return s.obj_ids, updated
+        return self._remove_object(inference_state, obj_id, strict, need_output)
 
     # ---- outputs -------------------------------------------------------------------------------
 
@@ -450,12 +366,6 @@ class OnnxVideoPredictor:
         if self.non_overlap_masks:
             masks = arrays.non_overlapping(masks)
         return masks
-
-    @staticmethod
-    def _check_frame(s, frame_idx) -> None:
-        if not isinstance(frame_idx, (int, np.integer)) or not 0 <= frame_idx < s.num_frames:
-            raise ValueError(f"frame_idx {frame_idx} is outside the video: it has {s.num_frames} frames "
-                             f"(0..{s.num_frames - 1})")
 
 
 def _as_points(points, labels) -> tuple[np.ndarray, np.ndarray]:

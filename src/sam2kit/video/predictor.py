@@ -20,6 +20,7 @@ from sam2kit.devices import release_free_memory
 from sam2kit.modeling.sam2 import NO_OBJ_SCORE, ImageFeatures, MemoryFrame, SAM2Model
 from sam2kit.image.postprocess import fill_small_holes
 from sam2kit.video.session import FrameOutput, ObjectState, VideoSession
+from sam2kit.video.state_machine import TrackingSteps
 from sam2kit.video.tracking import gather_memory, select_closest_cond_frames, track_order, use_multimask  # noqa: F401
 
 if TYPE_CHECKING:
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 from sam2kit.image.transforms import frame_to_input
 
 
-class SAM2VideoPredictor(FromPretrained):
+class SAM2VideoPredictor(FromPretrained, TrackingSteps):
     """Prompt objects on any frame of a video and track them (``init_state``,
     ``add_new_points_or_box``, ``propagate_in_video``, ...). The state of each video is a
     ``VideoSession``; one predictor (and one model) may serve many sessions, each session one
@@ -65,6 +66,10 @@ class SAM2VideoPredictor(FromPretrained):
     @property
     def device(self) -> torch.device:
         return self.model.device
+
+    @property
+    def num_maskmem(self) -> int:
+        return self.model.config.num_maskmem
 
     # ---- sessions ------------------------------------------------------------------------
 
@@ -189,22 +194,8 @@ class SAM2VideoPredictor(FromPretrained):
         obj.point_inputs.pop(frame_idx, None)
         return self._prompt_frame(s, obj, frame_idx, None, m)
 
-    def _prompt_frame(self, s: VideoSession, obj: ObjectState, frame_idx: int, points, mask):
-        is_init = frame_idx not in obj.frames_tracked
-        reverse = False if is_init else obj.frames_tracked[frame_idx]
-        is_cond = is_init or self.add_all_frames_to_correct_as_cond
-        prev_logits = None
-        if points is not None:
-            prev = obj.output(frame_idx, is_cond)
-            if prev is not None:
-                prev_logits = torch.clamp(s.load(prev).pred_masks.to(s.device), -32.0, 32.0)
-        out, _ = self._run_frame(s, obj, frame_idx, is_init, points, mask, reverse,
-                                 run_mem_encoder=False, prev_logits=prev_logits)
-        temp = obj.temp_cond if is_cond else obj.temp_non_cond
-        if frame_idx in temp:
-            s.discard(temp[frame_idx])
-        temp[frame_idx] = out
-        return frame_idx, s.obj_ids, self._video_res(s, self._consolidate(s, frame_idx, is_cond))
+    def _prompt_logits(self, s: VideoSession, out: FrameOutput) -> torch.Tensor:
+        return torch.clamp(out.pred_masks.to(s.device), -32.0, 32.0)
 
     # ---- one frame, one object -----------------------------------------------------------
 
@@ -269,35 +260,15 @@ class SAM2VideoPredictor(FromPretrained):
     @torch.inference_mode()
     def propagate_in_video_preflight(self, inference_state: VideoSession) -> None:
         """Encode the memories of newly prompted frames and move them to the kept results."""
-        s = inference_state
-        if not s.objects:
-            raise RuntimeError("No input points or masks are provided for any object; please add inputs first.")
-        for obj in s.objects:
-            for is_cond in (False, True):
-                temp = obj.temp_cond if is_cond else obj.temp_non_cond
-                kept = obj.cond if is_cond else obj.non_cond
-                for frame_idx, out in temp.items():
-                    if out.maskmem_features is None:
-                        high_res = F.interpolate(out.pred_masks.to(s.device), size=(self.image_size,) * 2,
-                                                 mode="bilinear", align_corners=False)
-                        feats = self._features(s, frame_idx)
-                        mem = self._encode_memory(s, feats, high_res, out.object_score_logits.to(s.device),
-                                                  from_points=True)
-                        out.maskmem_features = mem.to(torch.bfloat16).to(s.storage_device)
-                        out.key_cache.clear()
-                    if frame_idx in kept and kept[frame_idx] is not out:
-                        s.discard(kept[frame_idx])
-                    kept[frame_idx] = out
-                    if self.clear_non_cond_mem_around_input:
-                        self._clear_non_cond_mem_around(s, frame_idx)
-                temp.clear()
-            if not obj.cond:
-                raise RuntimeError(f"No input points or masks are provided for object id {obj.obj_id}; "
-                                   "please add inputs first.")
-            for frame_idx in obj.cond:
-                dropped = obj.non_cond.pop(frame_idx, None)
-                if dropped is not None:
-                    s.discard(dropped)
+        self._preflight(inference_state)
+
+    def _encode_prompt_memory(self, s: VideoSession, frame_idx: int, out: FrameOutput) -> None:
+        high_res = F.interpolate(out.pred_masks.to(s.device), size=(self.image_size,) * 2,
+                                 mode="bilinear", align_corners=False)
+        feats = self._features(s, frame_idx)
+        mem = self._encode_memory(s, feats, high_res, out.object_score_logits.to(s.device), from_points=True)
+        out.maskmem_features = mem.to(torch.bfloat16).to(s.storage_device)
+        out.key_cache.clear()
 
     @torch.inference_mode()
     def propagate_in_video(self, inference_state: VideoSession, start_frame_idx: int | None = None,
@@ -307,47 +278,19 @@ class SAM2VideoPredictor(FromPretrained):
         forward, or backward with ``reverse``, over at most ``max_frame_num_to_track`` more
         frames. Yields (frame_idx, obj_ids, masks [num_objects, 1, H, W] logits)."""
         s = inference_state
-        self.propagate_in_video_preflight(s)
-        if start_frame_idx is None:
-            start_frame_idx = min(t for o in s.objects for t in o.cond)
-        self._check_frame(s, start_frame_idx)
-        if max_frame_num_to_track is None:
-            max_frame_num_to_track = s.num_frames
-        order = track_order(start_frame_idx, max_frame_num_to_track, s.num_frames, reverse)
+        order = self._propagation_order(s, start_frame_idx, max_frame_num_to_track, reverse)
         for step, frame_idx in enumerate(tqdm(order, desc="propagate in video", disable=not progress, leave=False)):
             every = s.release_memory_every
             if every and step and step % every == 0 and s.device.type == "cpu":
                 release_free_memory()  # the holes the last frames' activations left
             yield frame_idx, s.obj_ids, self._track_frame(s, frame_idx, reverse)
 
-    def _track_frame(self, s: VideoSession, frame_idx: int, reverse: bool) -> torch.Tensor:
-        """One propagation step: every object on ``frame_idx`` (a prompted frame gives its
-        prompt's result), then the session's ``trim``. Returns masks [num_objects, 1, H, W]
-        logits at video resolution. Shared by ``propagate_in_video`` and live streams."""
-        per_obj = []
-        for obj in s.objects:
-            if frame_idx in obj.cond:
-                low_res = s.load(obj.cond[frame_idx]).pred_masks.to(s.device)
-                if self.clear_non_cond_mem_around_input:
-                    self._clear_non_cond_mem_around(s, frame_idx)
-            else:
-                out, low_res = self._run_frame(s, obj, frame_idx, False, None, None, reverse,
-                                               run_mem_encoder=True)
-                if frame_idx in obj.non_cond:
-                    s.discard(obj.non_cond[frame_idx])
-                obj.non_cond[frame_idx] = out
-            obj.frames_tracked[frame_idx] = reverse
-            per_obj.append(low_res)
-        s.trim(frame_idx)
-        return self._video_res(s, torch.cat(per_obj, dim=0))
+    def _resident_logits(self, s: VideoSession, out: FrameOutput) -> torch.Tensor:
+        return out.pred_masks.to(s.device)
 
-    def _clear_non_cond_mem_around(self, s: VideoSession, frame_idx: int) -> None:
-        r = self.memory_temporal_stride_for_eval * self.model.config.num_maskmem
-        for obj in s.objects:
-            for t in range(frame_idx - r, frame_idx + r + 1):
-                dropped = obj.non_cond.pop(t, None)
-                if dropped is not None:
-                    s.discard(dropped)
+    @staticmethod
+    def _concat(masks: list) -> torch.Tensor:
+        return torch.cat(masks, dim=0)
 
     # ---- editing ---------------------------------------------------------------------------
 
@@ -356,50 +299,13 @@ class SAM2VideoPredictor(FromPretrained):
                                    need_output: bool = True):
         """Remove ``obj_id``'s prompts on ``frame_idx``; a prompted frame becomes an ordinary
         tracked one."""
-        s = inference_state
-        obj = s.objects[s.obj_idx(obj_id, create=True)]
-        obj.point_inputs.pop(frame_idx, None)
-        obj.mask_inputs.pop(frame_idx, None)
-        for temp in (obj.temp_cond, obj.temp_non_cond):
-            dropped = temp.pop(frame_idx, None)
-            if dropped is not None:
-                s.discard(dropped)
-        out = obj.cond.pop(frame_idx, None)
-        if out is not None:
-            if frame_idx in obj.non_cond:
-                s.discard(obj.non_cond[frame_idx])
-            obj.non_cond[frame_idx] = out
-            obj.frames_tracked.pop(frame_idx, None)
-        if not need_output:
-            return None
-        is_cond = any(frame_idx in o.temp_cond for o in s.objects)
-        return frame_idx, s.obj_ids, self._video_res(s, self._consolidate(s, frame_idx, is_cond))
+        return self._clear_prompts(inference_state, frame_idx, obj_id, need_output)
 
     @torch.inference_mode()
     def remove_object(self, inference_state: VideoSession, obj_id, strict: bool = False,
                       need_output: bool = True):
         """Remove an object. Returns (obj_ids, [(frame_idx, masks) of its prompted frames])."""
-        s = inference_state
-        idx = s.obj_idx(obj_id)
-        if idx is None:
-            if not strict:
-                return s.obj_ids, []
-            raise RuntimeError(f"Cannot remove object id {obj_id} as it doesn't exist. "
-                               f"All existing object ids: {s.obj_ids}.")
-        if len(s.objects) == 1:
-            self.reset_state(s)
-            return s.obj_ids, []
-        obj = s.objects[idx]
-        frames = set(obj.point_inputs) | set(obj.mask_inputs)
-        for frame_idx in frames:
-            self.clear_all_prompts_in_frame(s, frame_idx, obj_id, need_output=False)
-        s.drop_object(idx)
-        updated = []
-        if need_output:
-            for frame_idx in frames:
-                is_cond = any(frame_idx in o.temp_cond for o in s.objects)
-                updated.append((frame_idx, self._video_res(s, self._consolidate(s, frame_idx, is_cond))))
-        return s.obj_ids, updated
+        return self._remove_object(inference_state, obj_id, strict, need_output)
 
     # ---- outputs ---------------------------------------------------------------------------
 
@@ -435,12 +341,6 @@ class SAM2VideoPredictor(FromPretrained):
         if self.non_overlap_masks:
             masks = apply_non_overlapping_constraints(masks)
         return masks
-
-    @staticmethod
-    def _check_frame(s: VideoSession, frame_idx: int) -> None:
-        if not isinstance(frame_idx, (int, np.integer)) or not 0 <= frame_idx < s.num_frames:
-            raise ValueError(f"frame_idx {frame_idx} is outside the video: it has {s.num_frames} frames "
-                             f"(0..{s.num_frames - 1})")
 
 
 def _as_points(points, labels) -> tuple[torch.Tensor, torch.Tensor]:
