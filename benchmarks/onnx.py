@@ -23,8 +23,22 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-import speed  # noqa: E402  (inputs, timing helpers, the reference's predictors)
+# this file is onnx.py: with its folder on the search path (python puts a script's folder
+# first), `import onnx` -- in the exporter, in torch.onnx -- would find this file instead
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != HERE]
+
+
+def _load_speed():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("speed", HERE / "speed.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["speed"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+speed = _load_speed()  # inputs, timing helpers, the reference's predictors
 
 
 def _child_image(impl: str, job: dict) -> dict:

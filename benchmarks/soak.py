@@ -6,9 +6,12 @@ samples and a text chart; writes a PNG plot with matplotlib if it is installed (
     python benchmarks/soak.py --minutes 30 --json out/soak.json --plot out/soak.png
     python benchmarks/soak.py --minutes 30 --arena-max 2 ...   # glibc arenas bounded (see below)
 
-What "flat" means here: after the warm-up (``--warmup-s``: every kind of job has run on every
-worker thread), the highest sample exceeds the highest warm-up sample by at most
-``--bound-mb``. tests/test_soak.py runs the short form (about a minute at resolution 256).
+What "flat" means here: after the warm-up (at least ``--warmup-s`` seconds and
+``--warmup-cycles`` load cycles, so that every kind of job -- automatic masks run every fourth
+cycle -- has run on every worker thread), the highest sample exceeds the highest warm-up sample
+by at most ``--bound-mb``. The summary also gives the highest and median sample of every
+5-minute window: a leak shows as windows that climb. tests/test_soak.py runs the short form
+(about a minute at resolution 256).
 
 The one-time step seen last round (about 250 MB at 1024 px, at the fifth cycle of the soak in
 benchmarks/serve_load.py) is not explained yet; this soak records, with every RSS sample, the
@@ -139,7 +142,7 @@ class Load:
 
 def run_soak(seconds: float, resolution: int = 1024, sample_s: float = 10.0, warmup_s: float = 120.0,
              ttl: float = 20.0, frames: int = 6, arena_max: int | None = None, log=print,
-             min_cycles: int = 0, max_seconds: float | None = None) -> dict:
+             min_cycles: int = 0, max_seconds: float | None = None, warmup_cycles: int = 0) -> dict:
     """Run the soak for ``seconds``, and on until ``min_cycles`` load cycles are done (a busy
     machine does fewer a minute) but never past ``max_seconds``; returns the samples [(t s, RSS
     MB)], the counts and the summary."""
@@ -156,7 +159,7 @@ def run_soak(seconds: float, resolution: int = 1024, sample_s: float = 10.0, war
                      resolution=resolution, timeout=600)
         for k, v in old.items():  # (the server has it; this process does not need it)
             os.environ.pop(k) if v is None else os.environ.__setitem__(k, v)
-        samples, parts, t0 = [], [], time.monotonic()
+        samples, parts, cycles, t0 = [], [], [], time.monotonic()
         load = Load(srv.url, video, pics, frames)
         load.thread.start()
         try:
@@ -165,6 +168,7 @@ def run_soak(seconds: float, resolution: int = 1024, sample_s: float = 10.0, war
                 time.sleep(max(0.0, sample_s * (len(samples) + 1) - (time.monotonic() - t0)))
                 samples.append((round(time.monotonic() - t0, 1), round(rss_mb(srv.proc.pid), 1)))
                 parts.append(memory_parts(srv.proc.pid))
+                cycles.append(load.counts["cycles"])
                 log(f"t={samples[-1][0]:7.1f} s  RSS {samples[-1][1]:7.1f} MB  cycles {load.counts['cycles']}  {parts[-1]}")
         finally:
             load.stop.set()
@@ -173,18 +177,37 @@ def run_soak(seconds: float, resolution: int = 1024, sample_s: float = 10.0, war
                 health = c.get("/api/health").json()
             rc = srv.stop()
     return {"cpu": cpu_name(), "resolution": resolution, "seconds": seconds, "sample_s": sample_s,
-            "warmup_s": warmup_s, "session_ttl": ttl, "arena_max": arena_max, "samples": samples,
-            "memory_parts_mb": parts,
+            "warmup_s": warmup_s, "warmup_cycles": warmup_cycles, "session_ttl": ttl, "arena_max": arena_max,
+            "samples": samples, "cycles_at_sample": cycles, "memory_parts_mb": parts,
             "counts": load.counts, "open_at_end": {"sessions": health["sessions"], "images": health["images"]},
-            "server_exit": rc, **summary(samples, warmup_s)}
+            "server_exit": rc, **summary(samples, warmup_s, cycles, warmup_cycles)}
 
 
-def summary(samples: list[tuple[float, float]], warmup_s: float) -> dict:
-    warm = [mb for t, mb in samples if t <= warmup_s] or [samples[0][1]]
-    after = [mb for t, mb in samples if t > warmup_s] or [samples[-1][1]]
-    return {"rss_mb_warmup_max": max(warm), "rss_mb_after_max": max(after), "rss_mb_after_min": min(after),
-            "rss_mb_after_median": statistics.median(after),
-            "growth_after_warmup_mb": round(max(after) - max(warm), 1), "rss_mb_last": samples[-1][1]}
+def warmup_end(samples: list[tuple[float, float]], warmup_s: float, cycles: list[int] | None = None,
+               warmup_cycles: int = 0) -> float:
+    """The time the warm-up ends: ``warmup_s`` seconds, and on until ``warmup_cycles`` load
+    cycles are done (``cycles``: the cycles done at each sample)."""
+    end = warmup_s
+    if cycles and warmup_cycles:
+        done = [t for (t, _), c in zip(samples, cycles) if c >= warmup_cycles]
+        end = max(end, done[0] if done else samples[-1][0])
+    return end
+
+
+def summary(samples: list[tuple[float, float]], warmup_s: float, cycles: list[int] | None = None,
+            warmup_cycles: int = 0, window_s: float = 300.0) -> dict:
+    end = warmup_end(samples, warmup_s, cycles, warmup_cycles)
+    warm = [mb for t, mb in samples if t <= end] or [samples[0][1]]
+    after = [mb for t, mb in samples if t > end] or [samples[-1][1]]
+    windows = []
+    for w in range(0, int(samples[-1][0] // window_s) + 1):
+        inside = [mb for t, mb in samples if w * window_s < t <= (w + 1) * window_s]
+        if inside:
+            windows.append({"from_s": w * window_s, "max_mb": max(inside), "median_mb": statistics.median(inside)})
+    return {"warmup_end_s": end, "rss_mb_warmup_max": max(warm), "rss_mb_after_max": max(after),
+            "rss_mb_after_min": min(after), "rss_mb_after_median": statistics.median(after),
+            "growth_after_warmup_mb": round(max(after) - max(warm), 1), "rss_mb_last": samples[-1][1],
+            "windows": windows}
 
 
 def text_chart(samples: list[tuple[float, float]], width: int = 60, height: int = 12) -> str:
@@ -210,7 +233,8 @@ def plot(result: dict, path: Path) -> bool:
     t, mb = zip(*result["samples"])
     fig, ax = plt.subplots(figsize=(8, 3.5))
     ax.plot([x / 60 for x in t], mb, marker=".")
-    ax.axvline(result["warmup_s"] / 60, color="grey", linestyle="--", label="end of warm-up")
+    ax.axvline(result.get("warmup_end_s", result["warmup_s"]) / 60, color="grey", linestyle="--",
+               label="end of warm-up")
     ax.set_xlabel("minutes")
     ax.set_ylabel("server RSS (MB)")
     ax.set_title(f"sam2kit serve soak, tiny at {result['resolution']} px, {result['counts']['cycles']} cycles"
@@ -227,7 +251,9 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=30.0)
     ap.add_argument("--resolution", type=int, default=1024)
     ap.add_argument("--sample-s", type=float, default=10.0, help="seconds between RSS samples (default 10)")
-    ap.add_argument("--warmup-s", type=float, default=120.0, help="seconds of warm-up (default 120)")
+    ap.add_argument("--warmup-s", type=float, default=120.0, help="seconds of warm-up, at least (default 120)")
+    ap.add_argument("--warmup-cycles", type=int, default=5,
+                    help="load cycles of warm-up, at least (default 5: automatic masks have run twice)")
     ap.add_argument("--ttl", type=float, default=20.0, help="the server's --session-ttl (default 20)")
     ap.add_argument("--arena-max", type=int, help="MALLOC_ARENA_MAX for the server (default: glibc's)")
     ap.add_argument("--bound-mb", type=float, default=64.0,
@@ -236,11 +262,11 @@ def main() -> None:
     ap.add_argument("--plot", type=Path, help="a PNG of the samples (needs matplotlib)")
     args = ap.parse_args()
     result = run_soak(args.minutes * 60, args.resolution, args.sample_s, args.warmup_s, args.ttl,
-                      arena_max=args.arena_max)
+                      arena_max=args.arena_max, warmup_cycles=args.warmup_cycles)
     print(text_chart(result["samples"]))
-    print(json.dumps({k: v for k, v in result.items() if k not in ("samples", "memory_parts_mb")}))
+    print(json.dumps({k: v for k, v in result.items() if k not in ("samples", "memory_parts_mb", "cycles_at_sample")}))
     print("memory by kind (MB), first, at the end of the warm-up, last:")
-    warm = [i for i, (t, _) in enumerate(result["samples"]) if t <= args.warmup_s] or [0]
+    warm = [i for i, (t, _) in enumerate(result["samples"]) if t <= result["warmup_end_s"]] or [0]
     for i in (0, warm[-1], len(result["samples"]) - 1):
         print(f"  t={result['samples'][i][0]:.0f} s: {result['memory_parts_mb'][i]}")
     if args.json:
