@@ -36,22 +36,27 @@ from sam2kit.onnx import OnnxImagePredictor, OnnxVideoPredictor, export_onnx  # 
 NAME, SIZE, NUM_FRAMES = "sam2.1-hiera-tiny", 512, 30
 
 
-@pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    """Random tiny SAM 2.1 weights in the official format, every tensor perturbed, objects present."""
+def random_checkpoint(name: str, path: Path, seed: int) -> Path:
+    """Random weights of model ``name`` in the official format at ``path``, every tensor
+    perturbed, objects judged present."""
     from sam2kit.build import build_model
     from sam2kit.configs import get_config
 
     torch.manual_seed(0)
-    sd = build_model(get_config(NAME)).state_dict()
-    gen = torch.Generator().manual_seed(1)
+    sd = build_model(get_config(name)).state_dict()
+    gen = torch.Generator().manual_seed(seed)
     for v in sd.values():
         if v.is_floating_point():
             v.add_(0.02 * torch.randn(v.shape, generator=gen))
     sd["sam_mask_decoder.pred_obj_score_head.layers.2.bias"].fill_(8.0)
-    path = tmp_path_factory.mktemp("onnx_ckpt") / "tiny21.pt"
     torch.save({"model": sd}, path)
     return path
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    """Random tiny SAM 2.1 weights in the official format."""
+    return random_checkpoint(NAME, tmp_path_factory.mktemp("onnx_ckpt") / "tiny21.pt", seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -412,20 +417,11 @@ def test_onnx_options_refused(exported, tmp_path, capsys, argv, message):
 def test_sam2_0_exports_and_tracks(tmp_path_factory, frames_dir):
     """A SAM 2.0 model (no temporal encoding on object pointers: its memory attention graph takes
     no obj_ptr_offsets) exports, and its ONNX runtime tracks as the torch model does."""
-    from sam2kit.build import build_model
     from sam2kit.cli import main
-    from sam2kit.configs import get_config
 
     name, size = "sam2-hiera-tiny", 256
-    torch.manual_seed(0)
-    sd = build_model(get_config(name)).state_dict()
-    gen = torch.Generator().manual_seed(2)
-    for v in sd.values():
-        if v.is_floating_point():
-            v.add_(0.02 * torch.randn(v.shape, generator=gen))
-    sd["sam_mask_decoder.pred_obj_score_head.layers.2.bias"].fill_(8.0)
     tmp = tmp_path_factory.mktemp("onnx20")
-    torch.save({"model": sd}, tmp / "tiny20.pt")
+    random_checkpoint(name, tmp / "tiny20.pt", seed=2)
     assert main(["export", "--model", name, "--checkpoint", str(tmp / "tiny20.pt"), "--resolution", str(size),
                  "-o", str(tmp / "export"), "-q"]) == 0
     man = json.loads((tmp / "export" / "manifest.json").read_text())
