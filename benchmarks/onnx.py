@@ -1,6 +1,8 @@
 """The ONNX export against PyTorch, in one run: set_image time and video frames/s for the
 reference (sam2==1.1.0), sam2kit torch fp32 and sam2kit's ONNX runtime (ONNX Runtime, CPU
-provider, no PyTorch in its process), the export time, the files' sizes and each one's peak RSS.
+provider, no PyTorch in its process), the export time, the files' sizes and each one's peak RSS;
+and, at that size, how far the ONNX runtime's masks are from sam2kit torch's (and from the
+reference's picture masks).
 
 Same random tiny weights (sam2-hiera-tiny, official file format) and inputs as
 benchmarks/speed.py (its helpers make them). Each implementation and workload runs in a fresh
@@ -66,6 +68,8 @@ def _child_image(impl: str, job: dict) -> dict:
     set_image = speed._median_times(lambda: pred.set_image(photo), job["runs"])
     h, w = photo.shape[:2]
     predict = speed._median_times(lambda: pred.predict(np.array([[w / 2, h / 2]]), np.array([1])), job["runs"])
+    masks, scores, _ = pred.predict(np.array([[w / 2, h / 2]]), np.array([1]))
+    np.savez(job["masks"], masks=np.asarray(masks) > 0, scores=np.asarray(scores))  # for the accuracy check
     return {"set_image_s": set_image, "predict_s": predict}
 
 
@@ -88,7 +92,42 @@ def _child_video(impl: str, job: dict) -> dict:
         t = time.perf_counter()
         n = speed._track(pred, state, w, h, job["frames"])
         fps.append(n / (time.perf_counter() - t))
+    _save_video_masks(pred, state, w, h, job)
     return {"video_fps": statistics.median(fps), "video_fps_runs": fps}
+
+
+def _save_video_masks(pred, state, w: int, h: int, job: dict) -> None:
+    """The masks of one more tracking pass (speed._track's prompt), for the accuracy check."""
+    import numpy as np
+
+    pred.reset_state(state)
+    pred.add_new_points_or_box(state, 0, 1, points=np.array([[w / 2 + 120, h / 2]], dtype=np.float32),
+                               labels=np.array([1], dtype=np.int32))
+    frames = [np.asarray(m if isinstance(m, np.ndarray) else m.float().numpy()) > 0
+              for _, _, m in pred.propagate_in_video(state, max_frame_num_to_track=job["frames"] - 1)]
+    np.savez(job["masks"], masks=np.stack(frames))
+
+
+def accuracy(work: Path, impls: list[str]) -> dict:
+    """The ONNX runtime's masks against sam2kit torch's (and the reference's picture masks): the
+    share of equal pixels (video: mean and worst frame) and the largest score difference. The
+    reference's video masks are not compared: on the CPU it skips hole filling (CUDA only)."""
+    import numpy as np
+
+    def load(impl, workload):
+        return np.load(work / f"masks-{impl}-{workload}.npz")
+
+    out = {}
+    o = load("onnx", "image")
+    for impl in [i for i in impls if i != "onnx"]:
+        r = load(impl, "image")
+        out[f"image_vs_{impl}"] = {"pixels_equal": float((o["masks"] == r["masks"]).mean()),
+                                   "max_score_diff": float(np.abs(o["scores"] - r["scores"]).max())}
+    ov, tv = load("onnx", "video")["masks"], load("sam2kit", "video")["masks"]
+    per_frame = [float((a == b).mean()) for a, b in zip(ov, tv)]
+    out["video_vs_sam2kit"] = {"frames": len(per_frame), "pixels_equal_mean": float(np.mean(per_frame)),
+                               "pixels_equal_worst_frame": float(np.min(per_frame))}
+    return out
 
 
 def _child_export(job: dict) -> dict:
@@ -165,9 +204,12 @@ def main() -> None:
             [("sam2kit", sys.executable), ("onnx", sys.executable)]
         for impl, python in impls:
             for workload in ("image", "video"):
-                res = run_child(python, dict(job, impl=impl, workload=workload), work)
+                res = run_child(python, dict(job, impl=impl, workload=workload,
+                                             masks=str(work / f"masks-{impl}-{workload}.npz")), work)
                 results["timings"].setdefault(impl, {})[workload] = res
                 print(impl, workload, json.dumps(res), flush=True)
+        results["accuracy"] = accuracy(work, [i for i, _ in impls])
+        print("accuracy", json.dumps(results["accuracy"]), flush=True)
     results["load_average_end"] = os.getloadavg()
     print_table(results)
     if args.json:
